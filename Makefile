@@ -1,0 +1,33 @@
+# shiftq: `make setup` once, then `make test`. `make help` lists everything.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHIFTQ := $(VENV)/bin/shiftq
+TORCH_VERSION ?= 2.13.0
+MODEL ?= digitnet
+BOARD ?= icebreaker
+STAMP := $(VENV)/.shiftq-setup
+
+.PHONY: help setup test test-all bench export clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e '.[dev]'
+	@bash .ci/apt-tools.sh
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install shiftq with every tool it uses
+
+test: $(STAMP)  ## the fast test suite (what CI runs)
+	$(PY) -m pytest -q -m "not slow" -n 2
+
+test-all: $(STAMP)  ## every test, the slow ones too
+	$(PY) -m pytest -q -n 2
+
+clean:  ## remove build outputs (keeps .venv and runs/)
+	rm -rf build .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per `shiftq` subcommand (see shiftq/cli.py for the contract)."""
