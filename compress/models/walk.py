@@ -34,6 +34,34 @@ def layers(model):
     return out
 
 
+def pool_inputs(model):
+    """[(act slot, producing layer path)] for each act slot read by a global average pool.
+
+    Pooling sums stored activations, so the slot before it must be quantized too,
+    although no conv or linear reads it directly.
+    """
+    out = []
+    slot, producer = "quant_in", None
+    for name, u in model.units.named_children():
+        if isinstance(u, GlobalAvgPool):
+            out.append((slot, producer))
+        for path, _, _ in _unit_layers(name, u):
+            producer = path
+        if isinstance(u, (ConvUnit, BasicBlock, GlobalAvgPool, LinearUnit)):
+            slot = f"units.{name}.act"
+    return out
+
+
+def _unit_layers(name, u):
+    if isinstance(u, ConvUnit):
+        return [(f"units.{name}.conv", u.conv, None)]
+    if isinstance(u, BasicBlock):
+        return [(f"units.{name}.conv2", u.conv2, None)]
+    if isinstance(u, LinearUnit):
+        return [(f"units.{name}.linear", u.linear, None)]
+    return []
+
+
 def short(path: str) -> str:
     """Layer path without the 'units.' prefix: the name widths and reports use."""
     return path[6:] if path.startswith("units.") else path

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from compress.models.walk import layers, short
+from compress.models.walk import layers, pool_inputs, short
 from shiftq.errors import UserError
 
 from .fake import QConv2d, QLinear, QuantAct, WeightQuant
@@ -91,6 +91,10 @@ def wrap(model, qconfig: dict) -> nn.Module:
         _swap(parent, attr, new)
         prev = slot_q.get(slot)
         if prev is None or (q.abits, q.ascheme) > prev:
+            slot_q[slot] = (q.abits, q.ascheme)
+    for slot, producer in pool_inputs(model):
+        if slot not in slot_q and producer is not None:
+            q = qconfig[short(producer)]
             slot_q[slot] = (q.abits, q.ascheme)
     for slot, (abits, ascheme) in slot_q.items():
         parent, attr = _resolve(model, slot)
