@@ -85,15 +85,20 @@ class WeightQuant(Quantizer):
         super().__init__(scheme, bits, True, alpha if alpha is not None else 3.0, pass_outside=True)
         self.standardize = standardize
 
-    def forward(self, w, keep=None):
+    def forward(self, w, keep=None, in_keep=None):
         if not self.enabled:
             return w
         if self.standardize:
             kept = w if keep is None else w[keep]
+            if in_keep is not None:  # input channels of a pruned producer: not in the pruned model
+                kept = kept[:, in_keep]
             w = (w - kept.mean()) / (kept.std() + 1e-8)
         q = super().forward(w)
         if keep is not None:
-            q = q * keep.to(q.dtype).view(-1, *([1] * (q.dim() - 1)))
+            # forward: masked filters are zero; backward: straight through, so a soft-masked
+            # filter keeps learning (hard masks zero their filters and gradients themselves)
+            m = keep.to(q.dtype).view(-1, *([1] * (q.dim() - 1)))
+            q = q * m + (q - q.detach()) * (1 - m)
         return q
 
 
@@ -102,7 +107,7 @@ class _QLayer:
 
     def quant_weight(self):
         keep = getattr(self, "keep", None)
-        return self.wq(self.weight, keep)
+        return self.wq(self.weight, keep, getattr(self, "in_keep", None))
 
 
 class QConv2d(_QLayer, nn.Conv2d):
