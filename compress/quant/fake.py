@@ -85,15 +85,19 @@ class WeightQuant(Quantizer):
         super().__init__(scheme, bits, True, alpha if alpha is not None else 3.0, pass_outside=True)
         self.standardize = standardize
 
-    def forward(self, w, keep=None, in_keep=None):
-        if not self.enabled:
-            return w
+    def prequant(self, w, keep=None, in_keep=None):
+        """The weights as the quantizer sees them before clipping and snapping."""
         if self.standardize:
             kept = w if keep is None else w[keep]
             if in_keep is not None:  # input channels of a pruned producer: not in the pruned model
                 kept = kept[:, in_keep]
             w = (w - kept.mean()) / (kept.std() + 1e-8)
-        q = super().forward(w)
+        return w
+
+    def forward(self, w, keep=None, in_keep=None):
+        if not self.enabled:
+            return w
+        q = super().forward(self.prequant(w, keep, in_keep))
         if keep is not None:
             # forward: masked filters are zero; backward: straight through, so a soft-masked
             # filter keeps learning (hard masks zero their filters and gradients themselves)
