@@ -29,5 +29,21 @@ test: $(STAMP)  ## the fast test suite (what CI runs)
 test-all: $(STAMP)  ## every test, the slow ones too
 	$(PY) -m pytest -q -n 2
 
+CKPT ?= runs/$(MODEL)/compressed.pt
+DATA ?=
+RECIPE ?= ppq
+
+export: $(STAMP)  ## export MODEL to build/MODEL (CKPT=, DATA= override; digitnet compresses on digits first)
+	@if [ -f "$(CKPT)" ]; then \
+	  $(SHIFTQ) export --ckpt $(CKPT) --out build/$(MODEL) $(if $(DATA),--data $(DATA)); \
+	elif [ -n "$(DATA)" ] || [ "$(MODEL)" = digitnet ]; then \
+	  data=$${DATA:-digits}; [ -n "$(DATA)" ] && data=$(DATA); \
+	  echo "no $(CKPT): compressing $(MODEL) on $$data with $(RECIPE) first"; \
+	  $(SHIFTQ) compress --model $(MODEL) --data $$data --recipe $(RECIPE) --out $(dir $(CKPT)) && \
+	  $(SHIFTQ) export --ckpt $(CKPT) --out build/$(MODEL); \
+	else \
+	  $(SHIFTQ) export --dry-run $(MODEL) --out build/$(MODEL); \
+	fi
+
 clean:  ## remove build outputs (keeps .venv and runs/)
 	rm -rf build .pytest_cache
