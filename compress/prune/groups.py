@@ -44,7 +44,7 @@ class Group:
     shortcuts_out: list = field(default_factory=list)  # ShortcutA paths writing the group
 
     def n_prune(self, ratio: float) -> int:
-        return int(math.floor(ratio * self.size + 1e-9))
+        return int(math.floor(ratio * self.size))  # the same arithmetic as compress.metrics
 
 
 @dataclass

@@ -92,17 +92,18 @@ class ChannelMasks:
         return hook
 
     @torch.no_grad()
-    def zero_pruned(self):
-        """Set the pruned filters (conv weights, batch-norm affine) of every group to zero."""
+    def zero_pruned(self, bn: bool = True):
+        """Set the pruned filters (conv weights, and with `bn` the batch-norm affine
+        parameters) of every group to zero."""
         for g in self.plan:
             k = self.keep[g.name]
             for c in g.convs:
                 module(self.model, c).weight[~k] = 0
-            for b in g.bns:
-                bn = module(self.model, b)
-                if bn.affine:
-                    bn.weight[~k] = 0
-                    bn.bias[~k] = 0
+            for b in (g.bns if bn else []):
+                m = module(self.model, b)
+                if m.affine:
+                    m.weight[~k] = 0
+                    m.bias[~k] = 0
 
     def _sync_layers(self):
         """keep / in_keep attributes for quantized layers' standardisation statistics."""

@@ -1,0 +1,9 @@
+"""Compression recipes: small schedules over the shared training loop (compress.train).
+
+Each recipe module has NAME, DOC, FLAGS (the recipe-specific settings it reads) and
+`compress(run, fp32_model) -> model`, which returns the physically pruned model with
+every conv and linear quantized. `compress.recipes.common` holds what they share.
+"""
+from . import baselines, jptp, ppq, spq
+
+RECIPES = {m.NAME: m for m in (ppq, spq, jptp, baselines.PruneOnly, baselines.QuantOnly)}
