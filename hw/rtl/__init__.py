@@ -1,0 +1,1 @@
+"""Amaranth RTL: PEs (pe.py), requantization (requant.py), the layer engine (engine.py)."""
