@@ -134,7 +134,9 @@ class Lowerer:
         else:
             g, half, thr = _grid(act)
             rscale = residual[1] if residual is not None else np.zeros(o)
-            big = max(np.abs(g * eff).max(initial=0), np.abs(g * rscale).max(initial=0), 1e-30)
+            # `mult` multiplies the wide accumulator, so it alone sets the shift; `rmult`
+            # multiplies a narrow activation value and may be wider (declared rmult_bits)
+            big = max(np.abs(g * eff).max(initial=0), 1e-30)
             limit = (1 << (self.mult_bits - 1)) - 1
             shift = max(0, min(48, math.floor(math.log2(limit / big))))
             while np.rint(big * 2.0 ** shift) > limit:
@@ -154,8 +156,10 @@ class Lowerer:
         rq = {"mult": f"{name}.m", "bias": f"{name}.b", "shift": int(shift), "mult_bits": self.mult_bits,
               "residual": None, "sum_bits": bits_signed(-sb, sb), "round_half_up": bool(grid_rounding)}
         if residual is not None:
-            self.arrays[f"{name}.rm"] = rm.astype(np.int32)
-            rq["residual"] = {"input": residual[0].name, "mult": f"{name}.rm"}
+            self.arrays[f"{name}.rm"] = rm.astype(np.int64)
+            rmax = int(np.abs(rm).max(initial=0))
+            rq["residual"] = {"input": residual[0].name, "mult": f"{name}.rm",
+                              "rmult_bits": bits_signed(-rmax, rmax)}
         if act is None:
             rq["act"] = None
             out_bound = int((acc_bound + np.abs(b)).max(initial=0))
@@ -196,9 +200,10 @@ class Lowerer:
                            "value_bits": node["acc_bits"], "scale": s_w * x.scale}
             t = self._emit(node)
             return t, (g, hb)
+        out = _act_out(act, [o, ho, wo], name)
         rq, _ = self._requant(name, acc_bound, eff, hb, act, residual)
         node["requant"] = rq
-        node["out"] = _act_out(act, [o, ho, wo], name)
+        node["out"] = out
         return self._emit(node)
 
     def linear(self, name, lin, x: _Tensor, act):
