@@ -12,6 +12,9 @@ the kept filters only, so a masked filter stays zero: see PAPERS.md's pitfall);
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,23 +23,75 @@ from .levels import level_set
 
 
 class _SnapSTE(torch.autograd.Function):
+    """y = alpha * nearest level of clamp(x / alpha, lo, 1), ties to the upper level.
+
+    Snapping: every midpoint between two levels n_i / D is (n_i + n_(i+1)) / 2D, a
+    multiple of 1 / 2D, so the nearest level is constant on each cell of a grid of step
+    1 / 2D and one table lookup per element replaces a binary search (`lut`: the level
+    of each cell). Level sets too fine for a small table (8-bit PoT) use bucketize on
+    the midpoints. Neither builds a levels x elements tensor.
+
+    Gradient (APoT reference): straight-through for x inside [lo, 1] * alpha (and
+    outside too with `pass_outside`); for alpha, q - x / alpha inside and the clipped
+    value q outside, i.e. sum(g * q) - sum(g_inside * x / alpha), taken as two dot
+    products over tensors autograd keeps anyway (x and y), so backward allocates only
+    the mask and the masked gradient.
+    """
+
     @staticmethod
-    def forward(ctx, x, alpha, levels, mids, lo, pass_outside):
-        xs = x / alpha
-        xc = xs.clamp(lo, 1.0)
-        q = levels[torch.bucketize(xc, mids, right=True)]
-        ctx.save_for_backward(xs, q)
+    def forward(ctx, x, alpha, levels, mids, lut, lo, pass_outside):
+        a = float(alpha)
+        if lut is not None:
+            n = lut.numel() - 1  # cells from lo to 1, of width (1 - lo) / n = 1 / 2D
+            t = x * (n / ((1.0 - lo) * a))
+            if lo:
+                t.sub_(lo * n / (1.0 - lo))
+            idx = t.clamp_(0, n).to(torch.int32)
+            out = (lut * a).index_select(0, idx.reshape(-1)).view(x.shape)
+        else:
+            xc = (x / a).clamp_(lo, 1.0)
+            out = levels[torch.bucketize(xc, mids, right=True)] * a
+        ctx.save_for_backward(x, out, alpha)
         ctx.lo, ctx.pass_outside = lo, pass_outside
-        return q * alpha
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        xs, q = ctx.saved_tensors
-        outside = (xs > 1.0) | (xs < ctx.lo)
-        g_alpha = torch.where(outside, xs.clamp(ctx.lo, 1.0), q - xs)
-        grad_alpha = (grad * g_alpha).sum().reshape(())
-        grad_x = grad if ctx.pass_outside else grad * (~outside)
-        return grad_x, grad_alpha, None, None, None, None
+        x, out, alpha = ctx.saved_tensors
+        a = float(alpha)
+        # grad where lo * a <= x <= a, else 0, in one fused pass: hardtanh's backward
+        # keeps the open interval, so widen each bound by one ulp of x's dtype
+        lo_b, hi_b = _widen(ctx.lo * a, a, x.dtype)
+        grad_in = torch.ops.aten.hardtanh_backward(grad, x, lo_b, hi_b)
+        g, o, xi, gi = (t.reshape(-1) for t in (grad, out, x, grad_in))
+        grad_alpha = (torch.dot(g, o) - torch.dot(gi, xi)) / alpha
+        grad_x = grad if ctx.pass_outside else grad_in
+        return grad_x, grad_alpha, None, None, None, None, None
+
+
+def _widen(lo: float, hi: float, dtype) -> tuple[float, float]:
+    """(lo, hi) each moved one ulp outwards in `dtype`: an open interval that holds
+    exactly the values of the closed one."""
+    np_t = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype)
+    if np_t is None:
+        b = torch.tensor([lo, hi], dtype=dtype)
+        return tuple(torch.nextafter(b, b + torch.tensor([-1.0, 1.0], dtype=dtype)).tolist())
+    return (float(np.nextafter(np_t(lo), np_t(-np.inf))), float(np.nextafter(np_t(hi), np_t(np.inf))))
+
+
+MAX_TABLE = 4096
+
+
+def _cell_table(ls):
+    """Level value of each 1/2D grid cell from the lowest level to the top one (see
+    _SnapSTE), exact in integers; None when the table would exceed MAX_TABLE entries."""
+    nums, den = ls.numerators, ls.denominator
+    n = 2 * (nums[-1] - nums[0])
+    if nums[-1] != den or nums[0] not in (0, -den) or n > MAX_TABLE:
+        return None
+    mids2 = [a + b for a, b in zip(nums, nums[1:])]  # midpoints, over 2D
+    vals = [nums[bisect_right(mids2, 2 * nums[0] + k)] / den for k in range(n + 1)]
+    return torch.tensor(vals, dtype=torch.float32)
 
 
 class Quantizer(nn.Module):
@@ -52,6 +107,9 @@ class Quantizer(nn.Module):
         levels = torch.tensor(ls.numerators, dtype=torch.float32) / ls.denominator
         self.register_buffer("levels", levels, persistent=False)
         self.register_buffer("mids", (levels[1:] + levels[:-1]) / 2, persistent=False)
+        lut = _cell_table(ls)
+        self.register_buffer("lut", lut, persistent=False)
+        self.has_lut = lut is not None
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.enabled = True
 
@@ -63,7 +121,8 @@ class Quantizer(nn.Module):
         if not self.enabled:
             return x
         alpha = self.alpha.abs().clamp_min(1e-8)
-        return _SnapSTE.apply(x, alpha, self.levels.to(x.dtype), self.mids.to(x.dtype),
+        lut = self.lut.to(x.dtype) if self.has_lut else None
+        return _SnapSTE.apply(x, alpha, self.levels.to(x.dtype), self.mids.to(x.dtype), lut,
                               self.lo, self.pass_outside)
 
     def extra_repr(self):
