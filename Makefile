@@ -45,5 +45,8 @@ export: $(STAMP)  ## export MODEL to build/MODEL (CKPT=, DATA= override; digitne
 	  $(SHIFTQ) export --dry-run $(MODEL) --out build/$(MODEL); \
 	fi
 
+bench: $(STAMP)  ## run the benchmarks (ONLY="train ..." to pick; QUICK=1 for a smoke run)
+	$(PY) -m bench.run $(if $(QUICK),--quick) $(ONLY)
+
 clean:  ## remove build outputs (keeps .venv and runs/)
 	rm -rf build .pytest_cache
