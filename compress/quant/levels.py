@@ -93,9 +93,14 @@ def _pot_magnitudes(m: int) -> list[Fraction]:
     return [Fraction(0)] + [Fraction(1, 2 ** e) for e in range(count - 1, -1, -1)]
 
 
-@lru_cache(maxsize=None)
 def level_set(scheme: str, bits: int, signed: bool) -> LevelSet:
+    # checked before the cache: 4.0 == 4 would otherwise hit the cached entry of 4
     _check(scheme, bits, signed)
+    return _level_set(scheme, bits, bool(signed))
+
+
+@lru_cache(maxsize=None)
+def _level_set(scheme: str, bits: int, signed: bool) -> LevelSet:
     if scheme == "uniform":
         q = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
         nums = list(range(-q, q + 1)) if signed else list(range(0, q + 1))
