@@ -104,7 +104,8 @@ class Quantizer(nn.Module):
         self.pass_outside = pass_outside
         ls = level_set(scheme, bits, signed)
         self.levelset = ls
-        levels = torch.tensor(ls.numerators, dtype=torch.float32) / ls.denominator
+        # divided in Python: 8-bit PoT numerators (2^126) do not fit a torch integer
+        levels = torch.tensor([n / ls.denominator for n in ls.numerators], dtype=torch.float32)
         self.register_buffer("levels", levels, persistent=False)
         self.register_buffer("mids", (levels[1:] + levels[:-1]) / 2, persistent=False)
         lut = _cell_table(ls)
