@@ -119,3 +119,32 @@ def write_tables(ir: IR, out_dir) -> dict:
             tmp.write_text(json.dumps(full, separators=(",", ":")) + "\n")
         summary[n["name"]] = desc
     return summary
+
+
+def verify_tables(ir: IR, tables_dir) -> list[str]:
+    """Decode every tables/NAME.mem and compare it with the IR's weights.
+
+    Returns one line per mismatch (empty when every word decodes to its weight), so a
+    corrupted or stale table is caught before any hardware reads it.
+    """
+    from shiftq.errors import UserError
+
+    tables_dir = Path(tables_dir)
+    problems = []
+    for n in ir.nodes:
+        if n["op"] not in ("conv2d", "linear"):
+            continue
+        path = tables_dir / f"{n['name']}.mem"
+        if not path.exists():
+            raise UserError(f"{path} is missing: re-export")
+        w = ir.array(n["weight"]["key"]).reshape(-1)
+        lay = field_layout(n["weight"]["max_shift"], n["weight"]["terms"])
+        lines = path.read_text().split()
+        if len(lines) != w.size:
+            problems.append(f"{n['name']}: {len(lines)} words, the IR has {w.size} weights")
+            continue
+        for i, (h, want) in enumerate(zip(lines, w.tolist())):
+            got = sum(s << sh for s, sh in unpack_word(int(h, 16), lay))
+            if got != want:
+                problems.append(f"{n['name']}: word {i} ({h}) decodes to {got}, the IR weight is {want}")
+    return problems

@@ -21,6 +21,11 @@ def run(args):
     from shiftq.errors import UserError
 
     ir = load(args.build)
+    from hw.tables import verify_tables
+    problems = verify_tables(ir, Path(args.build) / "tables")
+    if problems:
+        print(f"{len(problems)} weight-table words disagree with the IR; first: {problems[0]}")
+        return 1
     shape = tuple(ir.graph["input"]["shape"])
     if args.image:
         try:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw.ir import load
-from hw.tables import csd_terms_array, field_layout, pack_words, unpack_word
+from hw.tables import csd_terms_array, field_layout, pack_words, unpack_word, verify_tables
 
 
 @settings(max_examples=200, deadline=None)
@@ -46,3 +46,20 @@ def test_mem_files_decode_to_the_ir_weights(digitnet_export):
         assert dec == w.tolist()
         assert sum(desc["terms_histogram"].values()) == w.size
         assert desc["zeros"] == int((w == 0).sum())
+
+
+def test_corrupted_table_entry_is_caught(digitnet_export, tmp_path, run_cli):
+    import shutil
+    d = tmp_path / "e"
+    shutil.copytree(digitnet_export, d)
+    ir = load(d)
+    assert verify_tables(ir, d / "tables") == []
+    mem = d / "tables" / "b1_conv2.mem"
+    lines = mem.read_text().split()
+    k = next(i for i, h in enumerate(lines) if int(h, 16) != 0)  # a used term: its shift bit 0 matters
+    lines[k] = format(int(lines[k], 16) ^ 1, f"0{len(lines[k])}x")
+    mem.write_text("\n".join(lines) + "\n")
+    problems = verify_tables(ir, d / "tables")
+    assert len(problems) == 1 and f"word {k} " in problems[0]
+    code, out, _ = run_cli("golden", "--build", d)
+    assert code == 1 and "disagree" in out
