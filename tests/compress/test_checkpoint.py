@@ -31,7 +31,7 @@ def test_compressed_round_trip_keeps_quantizer_parameters(tmp_path):
     save_checkpoint(tmp_path / "q.pt", m)
     assert load_checkpoint(tmp_path / "q.pt")["kind"] == "compressed"
     m2 = load_model(tmp_path / "q.pt")
-    assert float(m2.units.b1.act.alpha) == 3.25
+    assert m2.units.b1.act.alpha.item() == 3.25
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(m(x), m2(x))
 
