@@ -1,0 +1,43 @@
+"""Board top-levels: the UART bridge and its core, wired to a board's clock, reset
+button, UART and LEDs (amaranth-boards platforms, see `hw.synth.BOARDS`).
+
+| board      | clock  | UART (115200 8N1)         | reset           | LEDs |
+|------------|--------|---------------------------|-----------------|------|
+| icebreaker | 12 MHz | FTDI channel B (2nd port) | user button     | green: idle, red: busy / error (blinks) |
+| ulx3s-85f  | 25 MHz | FTDI (US1 USB port)       | button F1 (fire1) | 0 idle, 1 receiving, 2 computing, 3 sending, 4 error, 7 heartbeat |
+"""
+from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+
+from boards.bridge import UARTBridge
+from boards.uart import uart_divisor
+
+BAUD = 115200
+
+
+class BoardTop(Elaboratable):
+    def __init__(self, board: str, core, info, *, baud: int = BAUD):
+        self.board, self.core, self.info, self.baud = board, core, info, baud
+
+    def elaborate(self, platform):
+        m = Module()
+        div = uart_divisor(platform.default_clk_frequency, self.baud)
+        bridge = UARTBridge(self.core, self.info, div,
+                            timeout_cycles=int(platform.default_clk_frequency // 10))
+        btn = platform.request("button", 0)
+        m.submodules.bridge = ResetInserter(btn.i)(bridge)
+        uart = platform.request("uart", 0)
+        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        beat = Signal(24)
+        m.d.sync += beat.eq(beat + 1)
+        if self.board == "icebreaker":
+            red, green = platform.request("led", 0), platform.request("led", 1)
+            m.d.comb += [green.o.eq(bridge.led_idle & ~bridge.led_err),
+                         red.o.eq(bridge.led_rx | bridge.led_busy | bridge.led_tx
+                                  | (bridge.led_err & beat[-1]))]
+        else:
+            leds = [platform.request("led", i) for i in range(8)]
+            for led, s in zip(leds, [bridge.led_idle, bridge.led_rx, bridge.led_busy, bridge.led_tx,
+                                     bridge.led_err]):
+                m.d.comb += led.o.eq(s)
+            m.d.comb += leds[7].o.eq(beat[-1])
+        return m
