@@ -6,8 +6,12 @@ masked model computes exactly what the physically pruned model computes (see
 removal.py; tests check this for every zoo model).
 
 - soft: the forward pass ignores pruned channels, but the backward pass is
-  straight-through (the gradient a channel would get if it were present), so masked
-  filters keep being updated and can come back when the mask is recomputed.
+  straight-through (the gradient a channel would get if it were present, as in
+  dynamic pruning with feedback), so masked filters keep their weights, keep being
+  updated and can come back when the mask is recomputed. Their filters are not
+  zeroed inside the layer: a conv output channel that is identically zero would
+  make its batch norm divide by sqrt(eps) in training mode, and the straight-through
+  gradient would carry that x300 blow-up upstream.
 - hard: forward and backward both zero the channel, and the pruned filters of the
   group's convs are set to zero before every forward pass, so they stay zero whatever
   momentum or weight decay does.
@@ -114,6 +118,7 @@ class ChannelMasks:
                 mod = module(self.model, c)
                 if hasattr(mod, "wq"):
                     mod.keep = None if full else k.clone()
+                    mod.zero_masked = self.mode == "hard"
             for c, per in g.consumers:
                 mod = module(self.model, c)
                 if hasattr(mod, "wq"):
@@ -125,6 +130,8 @@ class ChannelMasks:
             h.remove()
         self._hooks = []
         for m in self.model.modules():
+            if hasattr(m, "zero_masked"):
+                del m.zero_masked
             for a in ("keep", "in_keep"):
                 if hasattr(m, a) and hasattr(m, "wq"):
                     setattr(m, a, None)

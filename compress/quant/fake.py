@@ -154,11 +154,11 @@ class WeightQuant(Quantizer):
             w = (w - kept.mean()) / (kept.std() + 1e-8)
         return w
 
-    def forward(self, w, keep=None, in_keep=None):
+    def forward(self, w, keep=None, in_keep=None, zero_masked=True):
         if not self.enabled:
             return w
         q = super().forward(self.prequant(w, keep, in_keep))
-        if keep is not None:
+        if keep is not None and zero_masked:
             # forward: masked filters are zero; backward: straight through, so a soft-masked
             # filter keeps learning (hard masks zero their filters and gradients themselves)
             m = keep.to(q.dtype).view(-1, *([1] * (q.dim() - 1)))
@@ -171,7 +171,8 @@ class _QLayer:
 
     def quant_weight(self):
         keep = getattr(self, "keep", None)
-        return self.wq(self.weight, keep, getattr(self, "in_keep", None))
+        return self.wq(self.weight, keep, getattr(self, "in_keep", None),
+                       getattr(self, "zero_masked", True))
 
 
 class QConv2d(_QLayer, nn.Conv2d):

@@ -213,7 +213,8 @@ class HardPruneHook(Hook):
 
 class SoftPruneHook(Hook):
     """SPQ (seed 001 Alg. 1): at every epoch's end, score all filters on their FP weights
-    (masked ones included: they kept learning), zero-mask the lowest p of every group."""
+    (masked ones included: they kept learning), mask the lowest p of every group
+    (soft masks: see compress.prune.masks)."""
     name = "soft_prune"
 
     def __init__(self, masks: ChannelMasks, criterion, ratio, calib=None):
@@ -224,7 +225,6 @@ class SoftPruneHook(Hook):
         old = {k: v.clone() for k, v in self.masks.keep.items()}
         keeps = criterion_keeps(s.model, self.masks.plan, self.ratio, self.criterion, self.calib)
         self.masks.set(keeps)
-        self.masks.zero_pruned(bn=False)
         self.changed = sum(int((old[k] != keeps[k]).sum()) for k in keeps)
         s.row["mask_changes"] = self.changed
 
@@ -263,12 +263,32 @@ def qconfig_for(model, s: Settings, quant=None):
 
 
 def quantize(model, s: Settings, calib=None, quant=None):
-    """Wrap for fake quantization and calibrate every alpha on `calib` (MSE search)."""
+    """Wrap for fake quantization and calibrate on `calib`: weight alphas (MSE search),
+    batch-norm statistics under the quantized (standardised) weights, then activation
+    alphas slot by slot in forward order, each on the input its quantized upstream
+    produces, and the batch-norm statistics once more."""
     from compress.quant.wrap import wrap
     wrap(model, qconfig_for(model, s, quant))
     if calib is not None:
-        calibrate(model, calib)
+        calibrate_all(model, calib)
     return model
+
+
+def act_slots(model) -> list:
+    return [n for n, m in model.named_modules() if isinstance(m, QuantAct)]
+
+
+@torch.no_grad()
+def calibrate_all(model, calib):
+    slots = act_slots(model)
+    for p in slots:
+        model.get_submodule(p).enabled = False
+    calibrate(model, calib, slots=[])
+    recalibrate_bn(model, calib)
+    for p in slots:  # named_modules() is forward order for zoo models
+        model.get_submodule(p).enabled = True
+        calibrate(model, calib, layer_paths=set(), slots=[p])
+    recalibrate_bn(model, calib)
 
 
 def _mse_alpha(q: Quantizer, x: torch.Tensor, grid=40, max_elems=1 << 16) -> float:
@@ -297,15 +317,7 @@ def _mse_alpha(q: Quantizer, x: torch.Tensor, grid=40, max_elems=1 << 16) -> flo
 
 
 def _standardized(mod) -> torch.Tensor:
-    w = mod.weight.detach()
-    wq: WeightQuant = mod.wq
-    if not wq.standardize:
-        return w
-    keep, in_keep = getattr(mod, "keep", None), getattr(mod, "in_keep", None)
-    kept = w if keep is None else w[keep]
-    if in_keep is not None:
-        kept = kept[:, in_keep]
-    return (w - kept.mean()) / (kept.std() + 1e-8)
+    return mod.wq.prequant(mod.weight.detach(), getattr(mod, "keep", None), getattr(mod, "in_keep", None))
 
 
 @torch.no_grad()
