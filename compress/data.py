@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +132,9 @@ def get_data(name: str, model=None, batch_size: int | None = None, data_dir=None
 
 # ---------------------------------------------------------------- digits
 
-def _digits(batch_size, seed, augment, test_batch_size):
+@lru_cache(maxsize=1)
+def _digits_split():
+    """The fixed split, normalised; cached because scikit-learn parses a CSV each time."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -143,7 +146,11 @@ def _digits(batch_size, seed, augment, test_batch_size):
     mean, std = float(xtr.mean()), float(xtr.std())
     xtr = torch.from_numpy((xtr - mean) / std).unsqueeze(1)
     xte = torch.from_numpy((xte - mean) / std).unsqueeze(1)
-    ytr, yte = torch.from_numpy(ytr), torch.from_numpy(yte)
+    return xtr, xte, torch.from_numpy(ytr), torch.from_numpy(yte), mean, std
+
+
+def _digits(batch_size, seed, augment, test_batch_size):
+    xtr, xte, ytr, yte, mean, std = _digits_split()
     aug = _shift_augment(1, fill=-mean / std) if augment else None
     train = Split(xtr, ytr, batch_size, shuffle=True, seed=seed, augment=aug)
     test = Split(xte, yte, test_batch_size or 512)

@@ -40,7 +40,7 @@ def run(args):
 
     import torch
 
-    from compress.checkpoint import load_model
+    from compress.checkpoint import load_checkpoint, load_model
     from compress.data import DATASETS, get_data
     from compress.models import build_model
     from compress.quant.wrap import default_qconfig, wrap
@@ -62,6 +62,8 @@ def run(args):
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    if args.resume and (out / CHECKPOINT).exists():
+        load_checkpoint(out / CHECKPOINT)  # a damaged run is reported before any work
 
     torch.manual_seed(args.seed)
     if args.init:
