@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -37,8 +38,17 @@ def machine() -> dict:
             "platform": platform.platform(), "loadavg_1m": round(load[0], 2) if load else None}
 
 
+def load_bench(name: str):
+    """Import bench/bench_<name>.py from BENCH (by path, so the directory can be moved)."""
+    path = BENCH / f"bench_{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def run_one(name: str, quick: bool) -> dict:
-    mod = importlib.import_module(f"bench.bench_{name}")
+    mod = load_bench(name)
     t0 = time.perf_counter()
     before = machine()
     try:
