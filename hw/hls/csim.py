@@ -68,6 +68,7 @@ def compile_tb(hls_dir, opt: str = OPT, defines=("SHIFTQ_TRACE_LAYERS",), cache_
     cxx = compiler()
     flags = [opt, *CXXFLAGS, *[f"-D{d}" for d in defines], f"-I{hls_dir}", f"-I{ap_types_dir()}"]
     key = _hash(hls_dir, flags + [cxx])
+    cache_dir = cache_dir or os.environ.get("SHIFTQ_HLS_CACHE")
     cache = Path(cache_dir) if cache_dir else hls_dir / "csim" / "bin"
     exe = cache / f"tb-{key}"
     if exe.exists():
