@@ -59,7 +59,7 @@ class UARTBridge(wiring.Component):
         # that differs from 0 makes Icarus evaluate the comb ROM mux on idx at least once
         # (an `always @*` whose inputs never change after time 0 is never run there).
         idx = Signal(range(max(protocol.INFO_LEN, 4, ib, ob) + 1), init=1)
-        addr = Signal(range(max(info.n_in, info.n_out) + 1))
+        addr = Signal(range(max(info.n_in, info.n_out, 1) + 1), init=1)   # init=1: see idx
         elem = Signal(8 * max(ib, ob))
         cycles = Signal(32)
         timer = Signal(range(self.timeout_cycles + 1))
