@@ -8,7 +8,7 @@ MODEL ?= digitnet
 BOARD ?= icebreaker
 STAMP := $(VENV)/.shiftq-setup
 
-.PHONY: help setup test test-all bench export clean
+.PHONY: help setup test test-all bench export clean bitstream flash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -47,6 +47,15 @@ export: $(STAMP)  ## export MODEL to build/MODEL (CKPT=, DATA= override; digitne
 
 bench: $(STAMP)  ## run the benchmarks (ONLY="train ..." to pick; QUICK=1 for a smoke run)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(ONLY)
+
+SEED ?= 1
+
+bitstream: $(STAMP)  ## bitstream of build/MODEL's first conv + UART for BOARD (icebreaker, ulx3s-85f); SEED=
+	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
+	$(SHIFTQ) synth --build build/$(MODEL) --board $(BOARD) --seed $(SEED)
+
+flash: $(STAMP)  ## program BOARD with build/MODEL's bitstream (openFPGALoader, or iceprog for iCE40)
+	@$(SHIFTQ) flash --build build/$(MODEL) --board $(BOARD)
 
 clean:  ## remove build outputs (keeps .venv and runs/)
 	rm -rf build .pytest_cache
