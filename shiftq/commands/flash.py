@@ -68,9 +68,14 @@ def run(args):
     cmd = program_command(tool, board, bit, args.sram)
     cmd[0] = exe[tool]
     print("flash:", " ".join(cmd), flush=True)
-    r = subprocess.run(cmd)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    said = [ln.strip() for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     if r.returncode != 0:
-        raise UserError(f"{exe[tool]} failed (exit {r.returncode}): no {board.name} attached, or no USB access")
+        hits = [ln for ln in said if any(w in ln.lower() for w in ("can't", "cannot", "unable", "not found", "error"))]
+        last = (hits or said or ["nothing"])[0]
+        raise UserError(f"{exe[tool]} failed (exit {r.returncode}): no {board.name} attached, or no USB "
+                        f"access ({exe[tool]} said: {last})")
+    print("\n".join(said))
     print(f"flashed {bit} to the {board.name}; talk to it with: "
           f".venv/bin/python -m boards.host --port PORT --build {args.build}")
     return 0
