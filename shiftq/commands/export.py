@@ -15,6 +15,9 @@ def add_arguments(p):
                         "data (hardware testing only; accuracy is meaningless)")
     p.add_argument("--prune", type=float, default=0.3, help="prune ratio of a --dry-run model")
     p.add_argument("--backends", help="comma-separated backends to run (default: all available)")
+    p.add_argument("--hls4ml", action="store_true",
+                   help="also write OUT/hls4ml, an hls4ml project (uniform-activation models), and check "
+                        "hls4ml's C simulation against the golden model (docs/hls.md)")
 
 
 def run(args):
@@ -45,4 +48,9 @@ def run(args):
           f"accuracy {100 * ag['torch_accuracy']:.2f}% (PyTorch) / {100 * ag['golden_accuracy']:.2f}% (golden)")
     print(f"  {ag['verdict']}")
     print(f"size x{m['size_reduction']:.2f}, BOPs x{m['bops_reduction']:.2f} against dense FP32")
+    if getattr(args, "hls4ml", False):
+        from hw.hls.hls4ml_project import export_project
+        s = export_project(args.out)
+        if s["check"]["bit_exact_images"] != s["check"]["images"]:
+            return 1
     return 0
