@@ -28,7 +28,8 @@ Memories (all Amaranth `lib.memory.Memory`, synchronous read, one word per entry
                            the layer's channels)
   residual / output bank l: channel o = k*PO + l at address k*Ho*Wo + pixel
   mult / bias / rmult lane l: entry og = constant of channel og*PO+l
-PI and PO are powers of two, so bank = channel's low bits.
+PO and PI are any positive integers; the host ports' channel -> (bank, address) split
+is a small constant table (channel % P, channel // P), so no divider is built.
 
 Host interface (testbench, or a top-level with a UART): `in_we/in_chan/in_pix/in_data`
 writes one input word; `res_*` the same for the residual tensor; `start` (one cycle)
@@ -42,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -65,15 +66,13 @@ def _pow2_ceil(n: int) -> int:
 
 
 def choose_parallelism(out_ch: int, in_ch: int, po_max: int = 16, pi_max: int = 4):
-    """(PO, PI): powers of two, as large as useful (fewest cycles), capped by the maxima."""
+    """(PO, PI): for each, the p <= max that wastes the fewest PE slots
+    (utilisation n / (ceil(n / p) * p) highest), the larger p on ties. 12 channels with
+    a maximum of 16 give 12 (one group, no idle lane), 45 give 15, 3 input channels with
+    a maximum of 4 give 3."""
     def pick(n, cap):
-        best = 1
-        for p in (1 << k for k in range(0, 12)):
-            if p > cap:
-                break
-            if -(-n // p) < -(-n // best):
-                best = p
-        return best
+        n = max(1, n)
+        return max(range(1, max(1, cap) + 1), key=lambda p: (n / (-(-n // p) * p), p))
     return pick(out_ch, po_max), pick(in_ch, pi_max)
 
 
@@ -227,10 +226,8 @@ class LayerEngine(wiring.Component):
     def __init__(self, spec: LayerSpec):
         s = self.spec = spec
         for p, what in ((s.PO, "PO"), (s.PI, "PI")):
-            if p & (p - 1):
-                raise ValueError(f"{what} must be a power of two, got {p}")
-        self.lpo = (s.PO - 1).bit_length()
-        self.lpi = (s.PI - 1).bit_length()
+            if p < 1:
+                raise ValueError(f"{what} must be >= 1, got {p}")
         sig = {
             "start": In(1),
             "busy": Out(1),
@@ -326,25 +323,40 @@ class LayerEngine(wiring.Component):
                 consts.append(ports)
 
         # ---------------- host writes / reads
+        def split(chan, P, name):
+            """(bank, group) of a host channel number: constant tables, no divider."""
+            n = 2 ** len(chan)
+            bank = Signal(range(max(2, P)), name=f"{name}_bank")
+            group = Signal(range(max(2, -(-n // P))), name=f"{name}_group")
+            if P == 1:
+                m.d.comb += [bank.eq(0), group.eq(chan)]
+            else:
+                m.d.comb += [
+                    bank.eq(Array([Const(c % P, len(bank)) for c in range(n)])[chan]),
+                    group.eq(Array([Const(c // P, len(group)) for c in range(n)])[chan]),
+                ]
+            return bank, group
+
+        in_bank, in_group = split(self.in_chan, s.PI, "in")
         for b, (wp, _) in enumerate(in_banks):
-            bank = self.in_chan[:self.lpi] if self.lpi else Const(0, 1)
             m.d.comb += [
-                wp.en.eq(self.in_we & (bank == b)),
-                wp.addr.eq((self.in_chan >> self.lpi) * HW + self.in_pix),
+                wp.en.eq(self.in_we & (in_bank == b)),
+                wp.addr.eq(in_group * HW + self.in_pix),
                 wp.data.eq(self.in_data),
             ]
         if res is not None:
+            res_bank, res_group = split(self.res_chan, s.PO, "res")
             for l, (wp, _) in enumerate(res_banks):
-                bank = self.res_chan[:self.lpo] if self.lpo else Const(0, 1)
                 m.d.comb += [
-                    wp.en.eq(self.res_we & (bank == l)),
-                    wp.addr.eq((self.res_chan >> self.lpo) * HoWo + self.res_pix),
+                    wp.en.eq(self.res_we & (res_bank == l)),
+                    wp.addr.eq(res_group * HoWo + self.res_pix),
                     wp.data.eq(self.res_data),
                 ]
+        out_bank, out_group = split(self.out_chan, s.PO, "out")
         rd_bank = Signal(range(max(2, s.PO)))
-        m.d.sync += rd_bank.eq(self.out_chan[:self.lpo] if self.lpo else 0)
+        m.d.sync += rd_bank.eq(out_bank)
         for l, (_, rp) in enumerate(out_banks):
-            m.d.comb += rp.addr.eq((self.out_chan >> self.lpo) * HoWo + self.out_pix)
+            m.d.comb += rp.addr.eq(out_group * HoWo + self.out_pix)
             with m.If(rd_bank == l):
                 m.d.comb += self.out_data.eq(rp.data)
 
