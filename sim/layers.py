@@ -250,3 +250,39 @@ def check_layer(ir, name, env, sim, *, po_max=16, pi_max=4, words=None, pe="shif
     if rep.get("cycles"):
         rep["utilisation"] = spec.macs / (pes * rep["cycles"])
     return rep
+
+
+# ---------------------------------------------------------------- fault injection
+
+def corrupt_ir(ir, name, idx, bit):
+    """The IR with bit `bit` of table word `idx` of node `name` flipped (terms and weights)."""
+    from hw.rtl.pe import pack_terms, unpack_word
+
+    wd = ir.node(name)["weight"]
+    terms = np.array(ir.array(wd["terms_key"]))
+    T, ms = wd["terms"], wd["max_shift"]
+    flat = terms.reshape(-1, T, 2)
+    word = pack_terms([tuple(int(v) for v in t) for t in flat[idx]], ms) ^ (1 << bit)
+    flat[idx] = unpack_word(word, T, ms)
+    w = (flat[..., 0].astype(np.int64) << flat[..., 1].astype(np.int64)).sum(-1)
+    arrays = dict(ir.arrays)
+    arrays[wd["terms_key"]] = terms
+    arrays[wd["key"]] = w.reshape(np.shape(ir.array(wd["key"]))).astype(np.int32)
+    return IR(ir.graph, arrays)
+
+
+def visible_flip(ir, env, name, sample: int = 0):
+    """(word index, bit, output words that change): the first nonzero weight of `name`
+    whose term-0 sign bit, flipped, changes the golden output of `sample`."""
+    from hw.rtl.pe import shift_bits
+
+    n = ir.node(name)
+    w = np.asarray(ir.array(n["weight"]["key"])).reshape(-1)
+    bit = shift_bits(n["weight"]["max_shift"])  # neg bit of term 0
+    x = env["input"][sample:sample + 1]
+    for idx in np.flatnonzero(w):
+        bad = golden_run(corrupt_ir(ir, name, int(idx), bit), x, return_all=True, quantized=True)
+        changed = int((bad[name][0] != env[name][sample]).sum())
+        if changed:
+            return int(idx), bit, changed
+    raise ValueError(f"no single sign flip in {name} changes its output")

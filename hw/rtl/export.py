@@ -28,8 +28,10 @@ def emit_rtl(ir, out_dir=None, *, po_max: int = 16, pi_max: int = 4, layers=None
         build_dir = Path(ir)
         ir = load(build_dir)
         out_dir = build_dir / "rtl" if out_dir is None else Path(out_dir)
-    out_dir = Path(out_dir)
-    tables = out_dir.parent / "tables"
+        tables = build_dir / "tables"
+    else:  # the exporter's backend call: out_dir is build/NAME/rtl
+        out_dir = Path(out_dir)
+        tables = out_dir.parent / "tables"
     from amaranth.back import verilog
 
     summary = {"engines": {}, "po_max": po_max, "pi_max": pi_max}

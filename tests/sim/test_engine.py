@@ -11,10 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw.golden import run as golden_run
-from hw.ir import IR
-from hw.rtl.pe import shift_bits, unpack_word
-from sim.layers import check_layer, engine_layers, load_export, random_ir
+from sim.layers import check_layer, engine_layers, load_export, random_ir, visible_flip
 from sim.runner import SIMULATORS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,43 +40,14 @@ def test_engine_random_layer(sim, layer, rand_ir):
     assert r["loop_cycles"] <= r["cycles"] <= r["loop_cycles"] + 8, r
 
 
-def _corrupted_ir(ir, name, idx, bit):
-    """The IR with table word `idx` of `name` flipped at `bit` (terms and weights)."""
-    n = ir.node(name)
-    wd = n["weight"]
-    terms = np.array(ir.array(wd["terms_key"]))
-    T, ms = wd["terms"], wd["max_shift"]
-    flat = terms.reshape(-1, T, 2)
-    from hw.rtl.pe import pack_terms
-    word = pack_terms([tuple(t) for t in flat[idx]], ms) ^ (1 << bit)
-    flat[idx] = unpack_word(word, T, ms)
-    w = (flat[..., 0].astype(np.int64) << flat[..., 1].astype(np.int64)).sum(-1)
-    arrays = dict(ir.arrays)
-    arrays[wd["terms_key"]] = terms
-    arrays[wd["key"]] = w.reshape(np.shape(ir.array(wd["key"]))).astype(np.int32)
-    return IR(ir.graph, arrays)
-
-
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_flipped_weight_bit_is_reported(sim, rand_ir):
     """Flip the sign bit of one term in the weight table: the testbench must report
     exactly the output words the golden model says change, and fail."""
     ir, env = rand_ir
     name = "c2"
-    n = ir.node(name)
-    ms, T = n["weight"]["max_shift"], n["weight"]["terms"]
-    w = np.asarray(ir.array(n["weight"]["key"])).reshape(-1)
-    sb = shift_bits(ms)
-    want_bad = 0
-    for idx in np.flatnonzero(w):  # a used term 0: flipping its sign changes the weight
-        bit = sb  # neg bit of term 0
-        bad_ir = _corrupted_ir(ir, name, int(idx), bit)
-        bad_env = golden_run(bad_ir, env["input"], return_all=True, quantized=True)
-        want_bad = int((bad_env[name][0] != env[name][0]).sum())
-        if want_bad:
-            break
-    assert want_bad > 0
-    r = check_layer(ir, name, env, sim, po_max=4, pi_max=2, corrupt=(int(idx), bit))
+    idx, bit, want_bad = visible_flip(ir, env, name)
+    r = check_layer(ir, name, env, sim, po_max=4, pi_max=2, corrupt=(idx, bit))
     assert not r["passed"]
     assert r["mismatches"] == want_bad, r
     assert r["first_mismatches"], r
