@@ -7,6 +7,7 @@ button, UART and LEDs (amaranth-boards platforms, see `hw.synth.BOARDS`).
 | ulx3s-85f  | 25 MHz | FTDI (US1 USB port)       | button F1 (fire1) | 0 idle, 1 receiving, 2 computing, 3 sending, 4 error, 7 heartbeat |
 """
 from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
+from amaranth.lib import io
 
 from boards.bridge import UARTBridge
 from boards.uart import uart_divisor
@@ -23,21 +24,28 @@ class BoardTop(Elaboratable):
         div = uart_divisor(platform.default_clk_frequency, self.baud)
         bridge = UARTBridge(self.core, self.info, div,
                             timeout_cycles=int(platform.default_clk_frequency // 10))
-        btn = platform.request("button", 0)
+        m.submodules.btn = btn = io.Buffer("i", platform.request("button", 0, dir="-"))
         m.submodules.bridge = ResetInserter(btn.i)(bridge)
-        uart = platform.request("uart", 0)
-        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(rx.i), tx.o.eq(bridge.tx)]
+
+        def led(i):
+            buf = io.Buffer("o", platform.request("led", i, dir="-"))
+            m.submodules[f"led{i}"] = buf
+            return buf
         beat = Signal(24)
         m.d.sync += beat.eq(beat + 1)
         if self.board == "icebreaker":
-            red, green = platform.request("led", 0), platform.request("led", 1)
+            red, green = led(0), led(1)
             m.d.comb += [green.o.eq(bridge.led_idle & ~bridge.led_err),
                          red.o.eq(bridge.led_rx | bridge.led_busy | bridge.led_tx
                                   | (bridge.led_err & beat[-1]))]
         else:
-            leds = [platform.request("led", i) for i in range(8)]
-            for led, s in zip(leds, [bridge.led_idle, bridge.led_rx, bridge.led_busy, bridge.led_tx,
+            leds = [led(i) for i in range(8)]
+            for buf, s in zip(leds, [bridge.led_idle, bridge.led_rx, bridge.led_busy, bridge.led_tx,
                                      bridge.led_err]):
-                m.d.comb += led.o.eq(s)
+                m.d.comb += buf.o.eq(s)
             m.d.comb += leds[7].o.eq(beat[-1])
         return m

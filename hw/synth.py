@@ -400,13 +400,16 @@ def RegisteredHarness(dut, *, dut_name="dut"):
         def elaborate(self, platform):
             m = Module()
             m.submodules[dut_name] = dut
-            uart = platform.request("uart", 0)
+            from amaranth.lib import io
+            uart = platform.request("uart", 0, dir="-")
+            m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+            m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
             ins, outs = [], []
             for path, member, value in dut.signature.flatten(dut):
                 (ins if member.flow == wiring.In else outs).append(value)
             n_in = sum(len(Value.cast(v)) for v in ins)
             chain = Signal(max(n_in, 1))
-            m.d.sync += chain.eq(Cat(uart.rx.i, chain[:-1]))
+            m.d.sync += chain.eq(Cat(rx_buf.i, chain[:-1]))
             pos = 0
             for v in ins:
                 w = len(Value.cast(v))
@@ -417,7 +420,7 @@ def RegisteredHarness(dut, *, dut_name="dut"):
             m.d.sync += oreg.eq(Cat(*[Value.cast(v) for v in outs]))
             tx = Signal()
             m.d.sync += tx.eq(oreg.xor())
-            m.d.comb += uart.tx.o.eq(tx)
+            m.d.comb += tx_buf.o.eq(tx)
             return m
 
     return _Harness()
