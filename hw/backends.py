@@ -29,11 +29,12 @@ def available() -> dict:
     return out
 
 
-def run_backends(ir, out_dir: Path, only=None, progress=print) -> dict:
+def run_backends(ir, out_dir: Path, only=None, progress=print, label=None) -> dict:
+    """Run the backends into `out_dir`; `label` is the directory name shown to the user."""
     summaries = {}
     for name, emit in available().items():
         if only is not None and name not in only:
             continue
-        progress(f"  {name}: emitting into {Path(out_dir).name}/{name}/")
+        progress(f"  {name}: emitting into {label or out_dir}/{name}/")
         summaries[name] = emit(ir, Path(out_dir) / name)
     return summaries

@@ -104,7 +104,7 @@ def export(ckpt: str | None, out: str, data_name: str | None = None, data_dir=No
                             f"(shiftq compress --from {ckpt} ...), then export compressed.pt")
         model = load_model(ck, where=str(ckpt))
         meta = ck.get("meta") or {}
-        data_name = data_name or meta.get("data")
+        data_name = data_name or meta.get("data") or _run_report_data(ckpt)
         if not data_name:
             raise UserError(f"{ckpt} does not say which data it was trained on: pass --data")
         data = get_data(data_name, model, data_dir=data_dir, augment=False)
@@ -147,7 +147,7 @@ def export(ckpt: str | None, out: str, data_name: str | None = None, data_dir=No
         vec.update({f"node:{k}": v for k, v in env.items()})
         from hw.ir import _write_npz
         _write_npz(tmp / "vectors.npz", vec)
-        summaries = run_backends(ir, tmp, only=backends, progress=progress)
+        summaries = run_backends(ir, tmp, only=backends, progress=progress, label=out)
         figures = {"data": data_name, "dry_run": dry, "agreement": agree,
                    "metrics": {k: metrics[k] for k in ("params", "macs", "size_bits", "bops",
                                                        "size_reduction", "bops_reduction")},
@@ -157,6 +157,16 @@ def export(ckpt: str | None, out: str, data_name: str | None = None, data_dir=No
         rep = write_report(tmp, ir, tables, figures, float_w)
     progress(f"wrote {out}/ in {time.time() - t0:.1f} s")
     return rep
+
+
+def _run_report_data(ckpt) -> str | None:
+    """The data set named by the run's report.json beside the checkpoint, if any."""
+    import json
+    rep = Path(ckpt).with_name("report.json")
+    try:
+        return json.loads(rep.read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _float_weights(model, ir):
