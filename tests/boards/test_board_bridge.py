@@ -63,8 +63,9 @@ def toy_expected(x, n_out, out_bits, out_signed):
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("shape", [(6, 8, True, 9, 4, False), (5, 12, False, 7, 10, True)],
-                         ids=["s8-u4", "u12-s10"])
+@pytest.mark.parametrize("shape", [pytest.param((6, 8, True, 9, 4, False), id="s8-u4"),
+                                   pytest.param((5, 12, False, 7, 10, True), id="u12-s10",
+                                                marks=pytest.mark.slow)])
 def test_bridge_protocol(sim, shape):
     n_in, in_bits, in_signed, n_out, out_bits, out_signed = shape
     info = protocol.Info(design_id=0x5EED1234, n_in=n_in, in_bits=in_bits, in_signed=in_signed,

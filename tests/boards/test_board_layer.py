@@ -61,3 +61,24 @@ def test_uart_top_catches_a_corrupted_input(sim, rand):
     rep = run_test(v, "uart_stem", "boards.tb_top", sim, case, testcase="runs_match")
     assert not rep.get("passed")
     assert rep["tests"]["runs_match"]["mismatched_vectors"] == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_uart_top_digitnet_export_stem(sim, tmp_path_factory):
+    """A dry-run digitnet export, as `make bitstream` builds it for the iCEBreaker (stem, 4x1
+    PEs, the exported tables/stem.mem): the export's own vectors through the UART."""
+    from boards.layer import layer_from_build
+    from shiftq.export import export
+
+    out = tmp_path_factory.mktemp("exp") / "digitnet"
+    export(None, str(out), dry_run_model_name="digitnet", vectors=2, backends=[], progress=lambda *a: None)
+    layer = layer_from_build(out)
+    xs, want = layer.vectors(2)
+    for x, w in zip(xs, want):
+        assert np.array_equal(layer.golden(x), w)
+    case = _case(layer, xs)
+    v = emit_verilog(UARTBridge(layer.make_core("icebreaker"), layer.info, DIV, timeout_cycles=60 * DIV),
+                     "uart_digitnet_stem")
+    rep = run_test(v, "uart_digitnet_stem", "boards.tb_top", sim, case, testcase="runs_match")
+    assert rep.get("passed"), rep
