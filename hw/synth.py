@@ -385,8 +385,11 @@ def format_summary(u: dict) -> str:
 # ---------------------------------------------------------------------------------------
 # Registered harness for any component
 
-def RegisteredHarness(dut, *, dut_name="dut"):
-    """A board top-level that registers every port of `dut` (a `wiring.Component`).
+def RegisteredHarness(dut, *, dut_name="dut", inputs=None, outputs=None):
+    """A board top-level that registers every port of `dut`.
+
+    `dut` is a `wiring.Component` (ports from its signature), or any Elaboratable with
+    its ports given as `inputs=[signals]` and `outputs=[signals]`.
 
     Input bits come from a shift chain clocked every cycle, fed by the UART rx pin;
     output bits go into flip-flops, are XOR-reduced into one more flip-flop and leave on
@@ -404,9 +407,14 @@ def RegisteredHarness(dut, *, dut_name="dut"):
             uart = platform.request("uart", 0, dir="-")
             m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
             m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
-            ins, outs = [], []
-            for path, member, value in dut.signature.flatten(dut):
-                (ins if member.flow == wiring.In else outs).append(value)
+            if inputs is not None or outputs is not None:
+                ins, outs = list(inputs or []), list(outputs or [])
+            else:
+                if not isinstance(dut, wiring.Component):
+                    raise TypeError("a plain Elaboratable needs inputs=[...] and outputs=[...]")
+                ins, outs = [], []
+                for path, member, value in dut.signature.flatten(dut):
+                    (ins if member.flow == wiring.In else outs).append(value)
             n_in = sum(len(Value.cast(v)) for v in ins)
             chain = Signal(max(n_in, 1))
             m.d.sync += chain.eq(Cat(rx_buf.i, chain[:-1]))
@@ -427,8 +435,9 @@ def RegisteredHarness(dut, *, dut_name="dut"):
 
 
 def synthesize_component(dut, board, out_dir, *, clock_mhz=None, seed=1, dsp=True, tools=None,
-                         quiet=True, timeout=None) -> dict:
-    """Synthesise any `wiring.Component` with registered IOs; `result["dut"]["top.dut"]` is its own cells."""
-    util = synthesize(RegisteredHarness(dut), board, out_dir, clock_mhz=clock_mhz, seed=seed,
+                         quiet=True, timeout=None, inputs=None, outputs=None) -> dict:
+    """Synthesise a `wiring.Component` (or an Elaboratable with `inputs=` / `outputs=`
+    signal lists) with registered IOs; `result["dut"]["top.dut"]` is its own cells."""
+    util = synthesize(RegisteredHarness(dut, inputs=inputs, outputs=outputs), board, out_dir, clock_mhz=clock_mhz, seed=seed,
                       dsp=dsp, keep_hierarchy=("top.dut",), tools=tools, quiet=quiet, timeout=timeout)
     return util

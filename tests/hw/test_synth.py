@@ -5,7 +5,7 @@ import os
 import stat
 
 import pytest
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -134,3 +134,23 @@ def test_layer_engine_board_top(board, tmp_path):
     assert u["resources"]["lut4"]["used"] > 200
     assert u["resources"]["bram"]["used"] + u["resources"]["lut4"]["used"] > 0
     assert (tmp_path / board / f"top.{get_board(board).bitstream}").exists()
+
+
+def test_plain_elaboratable_with_port_lists(tmp_path):
+    """Not a Component: ports given by hand; a 3-bit counter-with-load keeps its 3 flops."""
+    from amaranth.hdl import Elaboratable
+
+    class Plain(Elaboratable):
+        def __init__(self):
+            self.load, self.d, self.q = Signal(), Signal(3), Signal(3)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.q.eq(Mux(self.load, self.d, self.q + 1))
+            return m
+
+    p = Plain()
+    u = synthesize_component(p, "icebreaker", tmp_path / "plain", inputs=[p.load, p.d], outputs=[p.q])
+    assert u["dut"]["top.dut"]["ff"] == 3
+    with pytest.raises(TypeError, match="inputs="):
+        synthesize_component(Plain(), "icebreaker", tmp_path / "x")
