@@ -97,9 +97,10 @@ def _pot_exponent_width(ir, n):
     if not np.all(used == 1):
         return None
     max_shift = int(terms[..., 1].max())
-    # hls4ml's weight_exponential product keeps (exponent width + data width) integer bits,
-    # so the exponent width must be at least the largest shift, not only hold it
-    return max(bits_signed(0, max_shift), max_shift)
+    # hls4ml's weight_exponential product type is ap_fixed<2(E+X), E+X> (E exponent width,
+    # X data width): a << shift stays in range only if E >= shift + 1, so E is sized by the
+    # largest shift plus a sign bit, not merely to hold the shift value
+    return max(bits_signed(0, max_shift), max_shift + 1)
 
 
 def build_layers(ir: IR):
