@@ -4,6 +4,6 @@ Each recipe module has NAME, DOC, FLAGS (the recipe-specific settings it reads) 
 `compress(run, fp32_model) -> model`, which returns the physically pruned model with
 every conv and linear quantized. `compress.recipes.common` holds what they share.
 """
-from . import baselines, jptp, ppq, spq
+from . import baselines, djpq, jptp, picpq, ppq, spq
 
-RECIPES = {m.NAME: m for m in (ppq, spq, jptp, baselines.PruneOnly, baselines.QuantOnly)}
+RECIPES = {m.NAME: m for m in (ppq, spq, jptp, djpq, picpq, baselines.PruneOnly, baselines.QuantOnly)}

@@ -1,8 +1,8 @@
 """shiftq compress: prune and quantize a zoo model by one recipe (SPQ, PPQ, JPTP, baselines)."""
 NAME = "compress"
-HELP = "prune (physically) and quantize a model: recipes ppq, spq, jptp, prune-only, quant-only"
+HELP = "prune (physically) and quantize a model: recipes ppq, spq, jptp, djpq, picpq, prune-only, quant-only"
 
-RECIPE_NAMES = ("ppq", "spq", "jptp", "prune-only", "quant-only")
+RECIPE_NAMES = ("ppq", "spq", "jptp", "djpq", "picpq", "prune-only", "quant-only")
 
 # Defaults per data set. cifar10 follows seed 001 (lr 0.1, x0.9 on a 3-epoch plateau,
 # ~200 epochs, QAT 50 epochs at 0.01). digits is shortened to meet the 5-minute budget
@@ -10,13 +10,16 @@ RECIPE_NAMES = ("ppq", "spq", "jptp", "prune-only", "quant-only")
 # epochs. synthetic is a dry run: one epoch of everything.
 DEFAULTS = {
     "digits": dict(fp_epochs=30, lr=0.05, schedule="cosine", prune_epochs=12, stages=3,
-                   epochs={"spq": 30, "ppq": 15, "quant-only": 15}, ft_epochs={"jptp": 3},
+                   epochs={"spq": 30, "ppq": 15, "quant-only": 15, "djpq": 12, "picpq": 12},
+                   ft_epochs={"jptp": 3, "djpq": 4},
                    batch_size=64, calib=512),
     "cifar10": dict(fp_epochs=200, lr=0.1, schedule="plateau", prune_epochs=200, stages=2,
-                    epochs={"spq": 200, "ppq": 50, "quant-only": 50}, ft_epochs={"jptp": 1},
+                    epochs={"spq": 200, "ppq": 50, "quant-only": 50, "djpq": 100, "picpq": 50},
+                    ft_epochs={"jptp": 1, "djpq": 20},
                     batch_size=128, calib=512),
     "synthetic": dict(fp_epochs=1, lr=0.01, schedule="constant", prune_epochs=1, stages=1,
-                      epochs={"spq": 1, "ppq": 1, "quant-only": 1}, ft_epochs={"jptp": 1},
+                      epochs={"spq": 1, "ppq": 1, "quant-only": 1, "djpq": 1, "picpq": 1},
+                      ft_epochs={"jptp": 1, "djpq": 1},
                       batch_size=16, calib=32),
 }
 RECIPE_DEFAULTS = {
@@ -25,6 +28,8 @@ RECIPE_DEFAULTS = {
     "jptp": dict(criterion="rbf", quant="pot"),
     "prune-only": dict(criterion="gm", quant="apot"),
     "quant-only": dict(criterion=None, quant="apot", prune=0.0),
+    "djpq": dict(criterion=None, quant="apot"),
+    "picpq": dict(criterion=None, quant="apot"),
 }
 # recipe-specific flags: (dest, option)
 SPECIFIC = {
@@ -32,6 +37,36 @@ SPECIFIC = {
     "prune_epochs": "--prune-epochs", "stages": "--stages", "epochs": "--epochs",
     "ft_epochs": "--ft-epochs", "qat_lr": "--qat-lr",
 }
+# djpq / picpq (issue 9): their own flags, passed to the recipe in Settings.extra
+LEARNED = {
+    "bops_target": "--bops-target", "pot_bits": "--pot-bits", "lam": "--lam",
+    "gate_threshold": "--gate-threshold", "aux_lr": "--aux-lr", "fp": "--fp",
+    "population": "--population", "steps": "--steps", "penalty": "--penalty",
+    "upper_bits": "--upper-bits", "ft_steps": "--ft-steps",
+}
+SPECIFIC.update(LEARNED)
+
+
+def _add_learned_arguments(p):
+    g = p.add_argument_group("djpq and picpq")
+    g.add_argument("--bops-target", type=float, help="BOPs reduction factor vs dense FP32 to reach (120)")
+    g.add_argument("--pot-bits", action="store_true", default=None, help="djpq: widths restricted to {2, 4, 8}")
+    g.add_argument("--lam", type=float, help="djpq: initial lambda of the BOPs term (fixed without --bops-target)")
+    g.add_argument("--gate-threshold", type=float, help="djpq: log alpha above which a gate is off (0)")
+    g.add_argument("--aux-lr", type=float, help="djpq: Adam lr of gates and quantizer steps/ranges (0.01)")
+    g.add_argument("--fp", choices=["hrank", "norm"], help="picpq: filter property (hrank)")
+    g.add_argument("--population", type=int, help="picpq: candidates per generation (6)")
+    g.add_argument("--steps", type=int, help="picpq: generations of the evolutionary search (2)")
+    g.add_argument("--ft-steps", type=int, help="picpq: SGD steps of each candidate's fine-tune (10)")
+    g.add_argument("--penalty", type=float, help="picpq: b_l = upper - ceil(penalty / rho_l) (0.5)")
+    g.add_argument("--upper-bits", type=int, help="picpq: available maximum weight width (5)")
+
+
+def _learned_extra(args):
+    extra = {k: getattr(args, k) for k in LEARNED if getattr(args, k, None) is not None}
+    if args.recipe in ("djpq", "picpq") and "bops_target" not in extra:
+        extra["bops_target"] = 120.0
+    return extra
 
 
 def add_arguments(p):
@@ -71,6 +106,7 @@ def add_arguments(p):
     g.add_argument("--patience", type=int, default=3, help="plateau: epochs without improvement")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--seed", type=int, default=0)
+    _add_learned_arguments(p)
     p.add_argument("--threads", type=int,
                    help="torch CPU threads (default: 1 for digits and synthetic, where a loaded "
                         "2-core machine made 2 spinning OMP threads 20x slower; torch's choice otherwise)")
@@ -124,7 +160,7 @@ def settings_from_args(args):
         momentum=args.momentum, weight_decay=args.weight_decay,
         schedule=pick(args.schedule, d["schedule"]), factor=args.factor, patience=args.patience,
         calib=positive("--calib", pick(args.calib, d["calib"]), 2), gamma=args.gamma,
-        seed=args.seed, quiet=args.quiet)
+        seed=args.seed, quiet=args.quiet, extra=_learned_extra(args))
     for name, lr in (("--lr", s.lr), ("--qat-lr", s.qat_lr)):
         if not lr > 0:
             raise UserError(f"{name} must be positive, got {lr}")
