@@ -1,0 +1,69 @@
+"""Run the accelerator on images in a simulator and compare with hw/golden.py.
+
+`check_accel(ir, x, sim, po=, px=, layers=, words=)` builds the plan and the design,
+computes the golden outputs of every node for the images `x` (input integers
+[N, C, H, W]), runs `sim.test_accel` through `sim.runner.run_test` (cached builds) and
+returns the report: per image the cycles, class, whether the logits, the class and
+every checked step's activations equal the golden model's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hw.golden import run as golden_run
+
+from .accel import Accelerator
+from .plan import make_plan
+
+
+def load_words(build_dir, ir) -> dict:
+    """{node: table words} from an export's tables/NAME.mem (what the hardware is built from)."""
+    from hw.rtl.engine import read_mem
+
+    out = {}
+    for n in ir.nodes:
+        if n["op"] in ("conv2d", "linear"):
+            mem = Path(build_dir) / "tables" / f"{n['name']}.mem"
+            if mem.exists():
+                out[n["name"]] = read_mem(mem, int(np.asarray(ir.array(n["weight"]["key"])).size))
+    return out
+
+
+def accel_case(ir, plan, x, *, layers=True) -> dict:
+    """The JSON case of `sim.test_accel` for input integers `x` [N, C, H, W]."""
+    env = golden_run(ir, x, return_all=True, quantized=True)
+    out = ir.graph["output"]
+    steps = []
+    for s in plan.steps:
+        base, words = plan.tensor_addr.get(s.name, (0, 0))
+        steps.append(dict(name=s.name, base=base, words=words, check=bool(layers) and not s.to_logits))
+    images = []
+    for k in range(len(x)):
+        img = dict(input=[int(v) for v in np.asarray(x[k]).reshape(-1)],
+                   logits=[int(v) for v in np.asarray(env[out][k]).reshape(-1)],
+                   klass=int(np.asarray(env[out][k]).argmax()))
+        if layers:
+            img["layers"] = {s["name"]: [int(v) for v in np.asarray(env[s["name"]][k]).reshape(-1)]
+                             for s in steps if s["check"]}
+        images.append(img)
+    budget = sum(plan.cycle_estimate().values())
+    return dict(steps=steps, images=images, in_bits=plan.in_bits, out_bits=plan.out_bits,
+                n_out=plan.n_out, cycle_budget=budget)
+
+
+def check_accel(ir, x, sim, *, po=4, px=1, layers=True, words=None, plan=None, tag=None) -> dict:
+    from sim.runner import emit_verilog, run_test
+
+    plan = plan or make_plan(ir, po=po, px=px, words=words)
+    text = emit_verilog(Accelerator(plan), "accel")
+    case = accel_case(ir, plan, np.asarray(x), layers=layers)
+    rep = run_test(text, "accel", "sim.test_accel", sim, case,
+                   tag=tag or f"{ir.graph['name']}-po{plan.PO}-px{plan.PX}")
+    rep.update(PO=plan.PO, PX=plan.PX, macs=plan.macs, pes=plan.pes, mac_bound=plan.macs / plan.pes)
+    cyc = [r["cycles"] for r in rep.get("results", [])]
+    if cyc:
+        rep["cycles"] = cyc[0] if len(set(cyc)) == 1 else cyc
+        rep["utilisation"] = plan.macs / (plan.pes * max(cyc))
+    return rep

@@ -1,0 +1,449 @@
+"""Accelerator plan: the descriptor table and the memory plan of a whole IR network.
+
+Pure Python (no Amaranth, no torch). `make_plan(ir, po=..., px=...)` walks the IR's
+nodes in order and produces:
+
+- **steps** (the descriptor table the sequencer walks): one `Step` per executed node,
+  with its op (`conv` for conv2d and linear, `maxpool`, `gap`, `shortcut`), shapes,
+  stride / padding, activation addresses (input, output, residual), the weight
+  memory, format and base address, the base of its requant constants, the shift and
+  activation rule, decode tables, and the per-pixel-lane start values of the address
+  generators. `flatten` is not a step: a `[C, H, W]` tensor and its flattening have the
+  same row-major addresses, so flatten aliases its input buffer.
+- **memory plan**: one activation address space (word = `act_bits`, the widest stored
+  code or input integer) split into equal buffers; every tensor gets a buffer by
+  liveness (a buffer is reused once every reader of its tensor has run), which gives
+  ping-pong plus the buffer a residual add keeps alive. Weights live in one memory per
+  weight format (terms T, max_shift): word = PO table words (one per output-channel
+  lane), one word per (output group, input channel, ky, kx). Requant constants (mult,
+  bias, rmult) are tables indexed by (step base + channel). The network output (the
+  logits, signed ints) goes to its own small memory.
+- **budget check** `check_budget(plan, device)`: maps every memory onto the device's
+  RAM blocks (UP5K: weights in SPRAM, the rest in EBR; ECP5: block RAM) and raises
+  `DoesNotFit` with a one-line message naming the memory and the numbers.
+
+Address arithmetic is incremental in hardware (no multipliers); the plan supplies the
+constants (e.g. `row_step = stride * W`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shiftq.errors import UserError
+
+__all__ = ["Step", "Plan", "make_plan", "check_budget", "DEVICES", "DoesNotFit", "memory_blocks",
+           "PlanError"]
+
+
+class PlanError(UserError):
+    """The IR uses something this accelerator does not implement."""
+
+
+class DoesNotFit(UserError):
+    """The plan's memories need more RAM than the device has."""
+
+
+def _bits_signed(lo: int, hi: int) -> int:
+    b = 1
+    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
+        b += 1
+    return b
+
+
+def _shift_bits(max_shift: int) -> int:
+    return max(1, int(max_shift).bit_length())
+
+
+@dataclass
+class Step:
+    """One descriptor: what the sequencer does for one node (plain numbers)."""
+
+    index: int
+    name: str
+    op: str                   # conv | maxpool | gap | shortcut
+    C: int = 1
+    H: int = 1
+    W: int = 1
+    O: int = 1
+    Ho: int = 1
+    Wo: int = 1
+    KH: int = 1
+    KW: int = 1
+    stride: int = 1
+    pad: int = 0
+    in_base: int = 0
+    out_base: int = 0
+    res_base: int = 0
+    # decoding of the input / residual words into values
+    in_mode: str = "int"      # int (signed act word) | levels | identity
+    in_levels: int = 0        # index into plan.level_tables (mode levels)
+    has_res: bool = False
+    res_mode: str = "identity"
+    res_levels: int = 0
+    # weights (conv)
+    wfmt: int = 0             # weight memory / format index
+    wbase: int = 0            # word address of output group 0
+    OG: int = 1
+    PG: int = 1               # pixel groups (ceil(Ho*Wo / PX))
+    S: int = 1                # inner steps per group: C*KH*KW
+    # requantization
+    cbase: int = 0            # address of channel 0 in the mult / bias / rmult tables
+    shift: int = 0
+    act: str = "none"         # none (logits out) | clip | thresholds
+    act_max: int = 0          # clip: largest code
+    act_table: int = 0        # thresholds: index into plan.threshold_tables
+    to_logits: bool = False   # write to the logits memory (the network output)
+    # shortcut: source channel table
+    src_base: int = 0
+    # per pixel lane start values (conv): iy0, ix0, row (= iy0*W + ix0), pix
+    lanes: list = field(default_factory=list)
+    # reads / writes of the step (for the report and the test)
+    node_out: str = ""
+    macs: int = 0
+
+    @property
+    def HW(self):
+        return self.H * self.W
+
+    @property
+    def HoWo(self):
+        return self.Ho * self.Wo
+
+
+@dataclass
+class Plan:
+    name: str
+    PO: int
+    PX: int
+    steps: list
+    act_bits: int             # width of an activation word
+    act_buffers: int          # number of buffers
+    buf_words: int            # words per buffer
+    tensor_addr: dict         # node name (and "input") -> (base address, words)
+    level_tables: list        # decode tables (16 entries each)
+    threshold_tables: list    # threshold tables (NT entries each, padded with a huge value)
+    NT: int                   # thresholds per table
+    wformats: list            # [(terms, max_shift)]
+    wmem: list                # per format: list of words (ints), each PO table words
+    wmem_word_bits: list      # per format: bits of one memory word (PO * table word bits)
+    consts: dict              # mult / bias / rmult: lists
+    const_bits: dict          # signed widths
+    srcmap: list              # shortcut: input channel offset (src * HW) or -1
+    value_bits: int           # signed width of a decoded value
+    acc_bits: int             # signed accumulator width (max over steps)
+    sum_bits: int             # signed width of the requant sum
+    n_in: int
+    in_bits: int
+    n_out: int
+    out_bits: int
+    output: str
+    input_shape: list
+    macs: int
+
+    @property
+    def act_words(self):
+        return self.act_buffers * self.buf_words
+
+    @property
+    def pes(self):
+        return self.PO * self.PX
+
+    def memories(self) -> list[dict]:
+        """Every memory of the design: name, kind, width, depth, copies."""
+        mems = [dict(name="act", kind="act", width=self.act_bits, depth=self.act_words,
+                     copies=self.PX + 1)]
+        for f, words in enumerate(self.wmem):
+            mems.append(dict(name=f"weights{f}", kind="weights", width=self.wmem_word_bits[f],
+                             depth=len(words), copies=1))
+        for k, arr in self.consts.items():
+            if arr:
+                mems.append(dict(name=k, kind="const", width=self.const_bits[k], depth=len(arr), copies=1))
+        mems.append(dict(name="logits", kind="act", width=self.out_bits, depth=self.n_out, copies=1))
+        return mems
+
+    def cycle_estimate(self) -> dict:
+        """Cycles per step of the sequencer (the RTL's own schedule; see accel.py)."""
+        per = {}
+        for s in self.steps:
+            if s.op == "conv":
+                drain = self.PO * self.PX
+                per[s.name] = s.OG * s.PG * max(s.S, drain + 1) + 8
+            elif s.op == "maxpool":
+                per[s.name] = s.O * s.HoWo * (s.KH * s.KW + 1) + 4
+            elif s.op == "gap":
+                per[s.name] = s.C * (s.HW + 4) + 4
+            else:
+                per[s.name] = s.O * s.HoWo + 4
+        return per
+
+
+def _decode_mode(t: dict, level_tables: list) -> tuple[str, int]:
+    if t["kind"] == "int":
+        return "int", 0
+    lv = [int(v) for v in t["levels"]]
+    if lv == list(range(len(lv))):
+        return "identity", 0
+    if len(lv) > 16:
+        raise PlanError(f"a code tensor with {len(lv)} non-uniform levels (at most 16 supported)")
+    lv = lv + [lv[-1]] * (16 - len(lv))
+    if lv not in level_tables:
+        level_tables.append(lv)
+    return "levels", level_tables.index(lv)
+
+
+def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Plan:
+    """The plan of `ir` for a PO (output-channel lanes) x PX (pixel lanes) PE array.
+
+    `words`: optional {node: table words} (from tables/NAME.mem) used instead of packing
+    the IR's terms (so a corrupted table reaches the hardware)."""
+    from hw.tables import pack_words
+
+    if po < 1 or px < 1:
+        raise PlanError(f"PO and PX must be >= 1 (got {po}, {px})")
+    nodes = ir.nodes
+    out_name = ir.graph["output"]
+    # ---- which tensors are stored, their readers
+    alias = {}          # flatten -> its input
+    def root(n):
+        while n in alias:
+            n = alias[n]
+        return n
+    for n in nodes:
+        if n["op"] == "flatten":
+            alias[n["name"]] = n["input"]
+    last_use = {}
+    for k, n in enumerate(nodes):
+        srcs = [n["input"]]
+        if n.get("requant") and n["requant"].get("residual"):
+            srcs.append(n["requant"]["residual"]["input"])
+        for s in srcs:
+            last_use[root(s)] = k
+    # ---- word sizes and widths
+    def words_of(t):
+        return int(np.prod(t["shape"]))
+    stored = ["input"] + [n["name"] for n in nodes if n["op"] != "flatten" and n["name"] != out_name]
+    act_bits = 1
+    for name in stored:
+        t = ir.tensor(name)
+        if t["kind"] == "int" and name != "input":
+            raise PlanError(f"node {name!r} outputs raw integers (requant null, an option-B shortcut); "
+                            f"the accelerator stores only codes between layers")
+        act_bits = max(act_bits, int(t["bits"]))
+    buf_words = max(words_of(ir.tensor(n)) for n in stored)
+    # ---- buffer allocation by liveness
+    buf_of, busy_until = {}, []     # buffer -> index of the last node reading its tensor
+    def alloc(name, at):
+        for b, until in enumerate(busy_until):
+            if until < at:
+                busy_until[b] = last_use.get(name, len(nodes))
+                return b
+        busy_until.append(last_use.get(name, len(nodes)))
+        return len(busy_until) - 1
+    buf_of["input"] = alloc("input", -1)
+    for k, n in enumerate(nodes):
+        if n["op"] == "flatten" or n["name"] == out_name:
+            continue
+        # a node may not overwrite its own inputs: they are busy through step k
+        buf_of[n["name"]] = alloc(n["name"], k)
+    tensor_addr = {name: (buf_of[name] * buf_words, words_of(ir.tensor(name))) for name in stored}
+    for a in alias:
+        tensor_addr[a] = tensor_addr[root(a)]
+    # ---- weights: one memory per (terms, max_shift) format
+    wformats, wmem, wmem_bits = [], [], []
+    consts = {"mult": [], "bias": [], "rmult": []}
+    level_tables, thr_tables, srcmap, steps = [], [], [], []
+    NT = 15
+    acc_bits, sum_bits, vbits, macs_total = 2, 2, 2, 0
+    for k, n in enumerate(nodes):
+        op, name = n["op"], n["name"]
+        if op == "flatten":
+            continue
+        tin = ir.tensor(n["input"])
+        tout = n["out"]
+        st = Step(index=len(steps), name=name, op=op, node_out=name)
+        st.in_base = tensor_addr[root(n["input"])][0]
+        if name != out_name:
+            st.out_base = tensor_addr[name][0]
+        else:
+            st.to_logits = True
+        st.in_mode, st.in_levels = _decode_mode(tin, level_tables)
+        if tin["kind"] == "code":
+            vmax = max(tin["levels"])
+            vbits = max(vbits, vmax.bit_length() + 1)
+        else:
+            vbits = max(vbits, int(tin["bits"]))
+        ishape = list(tin["shape"]) + [1, 1]
+        st.C, st.H, st.W = ishape[0], ishape[1], ishape[2]
+        oshape = list(tout["shape"]) + [1, 1]
+        st.O, st.Ho, st.Wo = oshape[0], oshape[1], oshape[2]
+        if op in ("conv2d", "linear"):
+            st.op = "conv"
+            if op == "linear":
+                st.C, st.H, st.W = n["in_features"], 1, 1
+                st.O, st.Ho, st.Wo = n["out_features"], 1, 1
+            else:
+                st.KH, st.KW = n["kernel"]
+                st.stride, st.pad = n["stride"], n["padding"]
+            if n.get("requant") is None:
+                raise PlanError(f"node {name!r} has no requantization (raw accumulator out): not supported")
+            wd = n["weight"]
+            fmt = (int(wd["terms"]), int(wd["max_shift"]))
+            if fmt not in wformats:
+                wformats.append(fmt)
+                wmem.append([])
+                wmem_bits.append(po * fmt[0] * (2 + _shift_bits(fmt[1])))
+            st.wfmt = wformats.index(fmt)
+            tw = fmt[0] * (2 + _shift_bits(fmt[1]))
+            if words is not None and name in words:
+                wl = [int(x) for x in words[name]]
+            else:
+                wl, _ = pack_words(ir.array(wd["terms_key"]), wd["max_shift"])
+                wl = [int(x) for x in wl]
+            if len(wl) != st.O * st.C * st.KH * st.KW:
+                raise PlanError(f"{name}: {len(wl)} table words for {st.O * st.C * st.KH * st.KW} weights")
+            st.OG = -(-st.O // po)
+            st.S = st.C * st.KH * st.KW
+            st.PG = -(-st.HoWo // px)
+            mem = wmem[st.wfmt]
+            st.wbase = len(mem)
+            for og in range(st.OG):
+                for t in range(st.S):
+                    word = 0
+                    for l in range(po):
+                        o = og * po + l
+                        if o < st.O:
+                            word |= (wl[o * st.S + t] & ((1 << tw) - 1)) << (l * tw)
+                    mem.append(word)
+            st.macs = st.O * st.S * st.HoWo
+            acc_bits = max(acc_bits, int(n["acc_bits"]))
+            # lanes: pixel j of each group starts at pixel j
+            s, p = st.stride, st.pad
+            st.lanes = []
+            for j in range(px):
+                oy, ox = divmod(j, st.Wo)
+                iy0, ix0 = oy * s - p, ox * s - p
+                st.lanes.append((iy0, ix0, iy0 * st.W + ix0, j))
+        elif op == "maxpool":
+            st.KH = st.KW = int(n["kernel"])
+            st.stride = int(n["stride"])
+        elif op in ("gap", "avgpool"):
+            if op == "avgpool":
+                raise PlanError(f"node {name!r}: avgpool is not implemented by the accelerator")
+            acc_bits = max(acc_bits, int(n["acc_bits"]))
+        elif op == "shortcut":
+            st.stride = int(n["stride"])
+            st.src_base = len(srcmap)
+            srcmap.extend(int(c) * st.HW if c >= 0 else -1 for c in n["src"])
+        rq = n.get("requant")
+        if rq:
+            st.cbase = len(consts["mult"])
+            consts["mult"].extend(int(v) for v in ir.array(rq["mult"]))
+            consts["bias"].extend(int(v) for v in ir.array(rq["bias"]))
+            st.shift = int(rq["shift"])
+            sum_bits = max(sum_bits, int(rq["sum_bits"]))
+            if rq.get("residual"):
+                r = rq["residual"]
+                st.has_res = True
+                st.res_base = tensor_addr[root(r["input"])][0]
+                st.res_mode, st.res_levels = _decode_mode(ir.tensor(r["input"]), level_tables)
+                consts["rmult"].extend(int(v) for v in ir.array(r["mult"]))
+            else:
+                consts["rmult"].extend(0 for _ in range(st.O))
+            act = rq.get("act")
+            if act is None:
+                st.act = "none"
+            elif act["scheme"] == "uniform":
+                st.act, st.act_max = "clip", (1 << int(tout["bits"])) - 1
+            else:
+                thr = [int(t) for t in act["thresholds"]]
+                if len(thr) > NT:
+                    raise PlanError(f"node {name!r}: {len(thr)} thresholds (at most {NT} supported)")
+                st.act = "thresholds"
+                if thr not in thr_tables:
+                    thr_tables.append(thr)
+                st.act_table = thr_tables.index(thr)
+            if st.act == "none" and not st.to_logits:
+                raise PlanError(f"node {name!r}: signed integer output that is not the network output")
+        if st.to_logits and st.op != "conv":
+            raise PlanError(f"the network output {name!r} is a {op}; the accelerator ends with a conv/linear")
+        macs_total += st.macs
+        steps.append(st)
+    if not consts["rmult"] or not any(consts["rmult"]):
+        pass
+    # threshold tables padded with a value no y reaches (act off -> never counted)
+    tmax = max([t for tb in thr_tables for t in tb] + [1])
+    thr_bits = _bits_signed(0, tmax + 1)
+    thr_tables = [tb + [(1 << (thr_bits - 1)) - 1] * (NT - len(tb)) for tb in thr_tables] or [[1] * NT]
+    if not level_tables:
+        level_tables = [list(range(16))]
+    cb = {k: _bits_signed(min(v + [0]), max(v + [0])) for k, v in consts.items()}
+    outt = ir.tensor(out_name)
+    inp = ir.tensor("input")
+    return Plan(name=ir.graph["name"], PO=po, PX=px, steps=steps, act_bits=act_bits,
+                act_buffers=len(busy_until), buf_words=buf_words, tensor_addr=tensor_addr,
+                level_tables=level_tables, threshold_tables=thr_tables, NT=NT,
+                wformats=wformats, wmem=wmem, wmem_word_bits=wmem_bits, consts=consts,
+                const_bits=cb, srcmap=srcmap, value_bits=max(vbits, act_bits + 1),
+                acc_bits=acc_bits, sum_bits=sum_bits, n_in=words_of(inp), in_bits=int(inp["bits"]),
+                n_out=words_of(outt), out_bits=int(outt["bits"]), output=out_name,
+                input_shape=list(inp["shape"]), macs=macs_total)
+
+
+# ---------------------------------------------------------------- device budgets
+
+# RAM blocks: (name, count, [(width, depth) configurations])
+DEVICES = {
+    "up5k": dict(label="iCE40 UP5K", lut4=5280, dsp=8,
+                 ebr=(30, [(16, 256), (8, 512), (4, 1024), (2, 2048)]),
+                 spram=(4, [(16, 16384)]), weights_in="spram"),
+    "ecp5-85f": dict(label="ECP5 LFE5U-85F", lut4=83640, dsp=156,
+                     ebr=(208, [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]),
+                     spram=(0, []), weights_in="ebr"),
+    "ecp5-25f": dict(label="ECP5 LFE5U-25F", lut4=24288, dsp=28,
+                     ebr=(56, [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]),
+                     spram=(0, []), weights_in="ebr"),
+}
+BOARD_DEVICE = {"icebreaker": "up5k", "ulx3s-85f": "ecp5-85f"}
+
+
+def memory_blocks(width: int, depth: int, configs) -> int:
+    """Fewest RAM blocks holding a width x depth memory (one block configuration)."""
+    if width <= 0 or depth <= 0:
+        return 0
+    return min(-(-width // w) * -(-depth // d) for w, d in configs)
+
+
+def check_budget(plan: Plan, device: str) -> dict:
+    """Map the plan's memories onto `device`'s RAM; raise DoesNotFit (one line) if they
+    do not fit. Returns {"memories": [...], "ebr": used, "spram": used, ...}."""
+    dev = DEVICES.get(BOARD_DEVICE.get(device, device))
+    if dev is None:
+        raise UserError(f"unknown device {device!r} (known: {', '.join(list(DEVICES) + list(BOARD_DEVICE))})")
+    ebr_n, ebr_cfg = dev["ebr"]
+    sp_n, sp_cfg = dev["spram"]
+    used = {"ebr": 0, "spram": 0}
+    rows = []
+    # weights first into their preferred RAM, then the activations (SPRAM if EBR is short)
+    mems = sorted(plan.memories(), key=lambda m: m["kind"] != "weights")
+    for m in mems:
+        want = "ebr"
+        if m["kind"] == "weights" and m["width"] * m["depth"] >= 32768:
+            want = dev["weights_in"]   # small tables (the 8-bit first / last layers) stay in EBR
+        if m["kind"] == "act" and m["name"] == "act" and sp_n:
+            e = memory_blocks(m["width"], m["depth"], ebr_cfg) * m["copies"]
+            if used["ebr"] + e > ebr_n:
+                want = "spram"
+        cfg, cap = (sp_cfg, sp_n) if want == "spram" else (ebr_cfg, ebr_n)
+        n = memory_blocks(m["width"], m["depth"], cfg) * m["copies"]
+        used[want] += n
+        rows.append(dict(m, ram=want, blocks=n, bits=m["width"] * m["depth"] * m["copies"]))
+        if used[want] > cap:
+            raise DoesNotFit(
+                f"{plan.name} (PO={plan.PO}, PX={plan.PX}) does not fit {dev['label']}: memory "
+                f"{m['name']} ({m['copies']} x {m['width']} bits x {m['depth']} words) brings "
+                f"{want.upper()} to {used[want]} blocks of {cap}")
+    return {"device": dev["label"], "memories": rows, "ebr": used["ebr"], "ebr_available": ebr_n,
+            "spram": used["spram"], "spram_available": sp_n,
+            "total_bits": sum(r["bits"] for r in rows)}
