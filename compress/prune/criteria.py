@@ -12,9 +12,12 @@ distances are taken in the joint space.
   filters (smallest sum) are the most replaceable and go first.
 - `rbf` (JPTP, seed 000): nonlinear orthogonality of feature maps. For channels i, j
   with feature maps f_i, f_j on calibration data, K_ij = exp(-gamma ||f_i - f_j||^2);
-  a channel's redundancy is the mean of K_ij over j != i, and its score is
-  1 - redundancy (the least orthogonal channels go first). gamma defaults to the
-  median heuristic 1 / median_{i!=j} ||f_i - f_j||^2.
+  a channel's redundancy is its summed K_ij over the other channels. Channels are
+  removed greedily, the most redundant first, re-measured against the channels that
+  remain (so of two near-duplicates only one goes); the score is the removal step.
+  (`greedy=False`: one-shot score 1 - mean_j K_ij.) gamma defaults to the median
+  heuristic 1 / median_{i!=j} ||f_i - f_j||^2. On digitnet at p = 0.3 (BN
+  re-estimated, no fine-tune) greedy gave 92.5% where one-shot gave 77.5%.
 - `random`: seeded random scores, the baseline.
 
 Criteria needing feature maps set `needs_features = True`; `collect_features` runs
@@ -67,8 +70,9 @@ class RBFOrthogonality(Criterion):
     name = "rbf"
     needs_features = True
 
-    def __init__(self, gamma: float | None = None):
+    def __init__(self, gamma: float | None = None, greedy: bool = True):
         self.gamma = gamma
+        self.greedy = greedy
 
     def scores(self, model, group, features=None):
         if features is None or group.name not in features:
@@ -84,12 +88,24 @@ class RBFOrthogonality(Criterion):
         else:
             med = d2[off].median()
             gamma = 1.0 / float(med) if med > 0 else 1.0
-        k = torch.exp(-gamma * d2)
-        redundancy = (k * off).sum(dim=1) / (c - 1)
-        return (1.0 - redundancy).float()
+        k = torch.exp(-gamma * d2) * off
+        if not self.greedy:
+            return (1.0 - k.sum(dim=1) / (c - 1)).float()
+        # greedy: remove the channel least orthogonal to the channels still there, then
+        # re-measure, so of two near-duplicates only one goes; the score is the step at
+        # which a channel would be removed (the last one standing scores highest)
+        red = k.sum(dim=1)
+        alive = torch.ones(c, dtype=torch.bool)
+        score = torch.empty(c)
+        for step in range(c):
+            i = int(torch.where(alive, red, torch.full_like(red, -1.0)).argmax())
+            score[i] = step
+            alive[i] = False
+            red -= k[:, i]
+        return score
 
     def __repr__(self):
-        return f"RBFOrthogonality(gamma={self.gamma})"
+        return f"RBFOrthogonality(gamma={self.gamma}, greedy={self.greedy})"
 
 
 class Random(Criterion):
