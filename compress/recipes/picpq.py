@@ -1,13 +1,15 @@
 """PIC-PQ, physics-inspired criterion for pruning-quantization joint learning (seed 003).
 
 1. Filter property FP per channel of every channel group (compress/prune/groups.py),
-   normalised by its group's largest value:
+   min-max normalised within its group (so b_g shifts a layer against a unit spread):
    - `hrank` (default): the average rank of the channel's feature maps (H x W matrices,
      after ReLU, at every point where the group's channels are carried) over the
      calibration images;
    - `norm`: the L1 norm of the channel's filters (over the group's convs).
 2. Importance = a_g x FP + b_g per group (Hooke's law: a_g the deformation scale, b_g
-   the relative shift that makes scores comparable across layers).
+   the relative shift that makes scores comparable across layers), plus 1e-3 x the
+   normalised filter norm: on small feature maps most channels have full rank, and
+   the tie would otherwise be broken by layer order.
 3. For given (a, b), channels are ranked globally and removed from the least important
    up while the BOPs (compress/recipes/bops.py, counted exactly as compress.metrics
    counts the final model) exceed the target. Each removal changes the layers' kept
@@ -18,10 +20,11 @@
    to the widths the weight scheme supports and at most `upper`. Activations stay at
    `--abits`; the first conv and the last linear at `--edge-bits` (DESIGN.md).
 5. (a, b) by a small evolutionary search: a population of `population` candidates
-   (the first a = 1, b = 0: plain FP ranking), each scored by the cross-entropy on the
-   calibration images after `ft_steps` SGD steps of the physically pruned FP model;
-   for `steps` generations the better half survives and the rest are mutated copies of
-   it (a x exp(N(0, 0.3)), b + N(0, 0.15)).
+   (the first a = 1, b = 0: plain FP ranking; the others a = exp(N(0, 0.3)),
+   b = N(0, 0.1)), each scored by the cross-entropy on the calibration images after
+   `ft_steps` SGD steps of the physically pruned FP model; for `steps` generations the
+   better half survives and the rest are mutated copies of it (a x exp(N(0, 0.2)),
+   b + N(0, 0.05)).
 6. The best candidate's channels are removed physically, the model is wrapped with the
    per-layer (mixed) qconfig, batch-norm statistics and alphas calibrated (`ptq`), then
    QAT for `epochs` at `qat_lr`.
@@ -50,6 +53,7 @@ DOC = "importance a_l x FP + b_l (HRank / norm), (a, b) by evolution, global BOP
 FLAGS = ("epochs", "qat_lr", "bops_target", "fp", "population", "steps", "penalty", "upper_bits", "ft_steps")
 
 FP_CHOICES = ("hrank", "norm")
+TIE = 1e-3   # weight of the normalised filter norm that breaks ties between equal FP values
 
 
 # ------------------------------------------------------------------ filter property
@@ -89,7 +93,11 @@ def filter_property(model, plan, x, kind: str) -> dict:
         fp = {g.name: L1().scores(model, g) for g in plan}
     else:
         raise ValueError(f"unknown filter property {kind!r}: choose one of {FP_CHOICES}")
-    return {k: v / v.max() if float(v.max()) > 0 else torch.zeros_like(v) for k, v in fp.items()}
+    out = {}
+    for k, v in fp.items():   # min-max per group: every layer's FP spans [0, 1]
+        span = float(v.max() - v.min())
+        out[k] = (v - v.min()) / span if span > 0 else torch.ones_like(v)
+    return out
 
 
 # ------------------------------------------------------------------ bit widths
@@ -108,6 +116,9 @@ class Planner:
         self.bm = BopsModel(model)
         self.plan = self.bm.plan
         self.fp = fp
+        # ties (HRank on small maps: most channels have full rank) broken by filter norm
+        norm = filter_property(model, self.plan, None, "norm")
+        self.tie = {k: TIE * v for k, v in norm.items()}
         self.upper, self.penalty = upper, penalty
         self.wscheme = s.quant
         self.ascheme = "apot" if s.quant == "apot" else "uniform"
@@ -148,7 +159,7 @@ class Planner:
         keeps = {g.name: torch.ones(g.size, dtype=torch.bool) for g in self.plan}
         order = []
         for g in self.plan:
-            imp = a[g.name] * self.fp[g.name] + b[g.name]
+            imp = a[g.name] * self.fp[g.name] + b[g.name] + self.tie[g.name]
             order += [(float(v), g.name, i) for i, v in enumerate(imp)]
         order.sort()
         cur = self.bops(keeps)
@@ -210,7 +221,7 @@ def evolve(run, fp32, planner: Planner, target, population, steps, ft_steps, lr,
 
     pop = [candidate({n: 1.0 for n in names}, {n: 0.0 for n in names})]
     while len(pop) < population:
-        pop.append(candidate({n: math.exp(0.5 * randn()) for n in names}, {n: 0.3 * randn() for n in names}))
+        pop.append(candidate({n: math.exp(0.3 * randn()) for n in names}, {n: 0.1 * randn() for n in names}))
     history = []
     evals = 0
 
@@ -234,8 +245,8 @@ def evolve(run, fp32, planner: Planner, target, population, steps, ft_steps, lr,
         children = []
         for j in range(len(pop) - len(elite)):
             p = elite[j % len(elite)]
-            children.append(candidate({n: p["a"][n] * math.exp(0.3 * randn()) for n in names},
-                                      {n: p["b"][n] + 0.15 * randn() for n in names}))
+            children.append(candidate({n: p["a"][n] * math.exp(0.2 * randn()) for n in names},
+                                      {n: p["b"][n] + 0.05 * randn() for n in names}))
         pop = elite + children
     return pop[0], history, evals
 

@@ -1,0 +1,170 @@
+"""Compare the compression methods on digits at matched BOPs: ppq, spq, jptp, djpq, picpq.
+
+    python -m bench.bench_methods [--out runs/bench-methods] [--doc docs/results-methods.md]
+    make bench-compress
+
+1. One FP32 digitnet (`shiftq train`, 30 epochs, the recipes' own FP32 settings) that
+   every method starts from (`--from`), so wall times are the compression alone.
+2. ppq, spq and jptp at their defaults (`--prune 0.3`, W4/A4, edges W8/A8). Their
+   BOPs reduction (structural, the same for all three) becomes the `--bops-target` of
+   djpq and picpq: matched BOPs.
+3. Every run is a `shiftq compress` subprocess; wall time and the CPU time of the
+   process are measured here. Each compressed.pt is then exported
+   (`shiftq.export.export`, no backends) and the golden-vs-PyTorch agreement recorded:
+   mixed per-layer widths go through the hardware path unchanged.
+4. Writes `<out>/methods.json`, the table in `--doc` and the plot beside it (PNG,
+   accuracy against BOPs reduction, one point per method).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIFTQ = [sys.executable, "-m", "shiftq.cli"]
+BASELINES = ("ppq", "spq", "jptp")
+LEARNED = ("djpq", "picpq")
+
+
+def _run(cmd, log):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if r.returncode:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))}; see {log}")
+    return wall, cpu
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/bench-methods")
+    ap.add_argument("--doc", default="docs/results-methods.md")
+    ap.add_argument("--methods", default=",".join(BASELINES + LEARNED))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="redo runs whose report exists")
+    args = ap.parse_args(argv)
+    out = (ROOT / args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    methods = [m for m in args.methods.split(",") if m]
+
+    fp32 = out / "fp32" / "checkpoint.pt"
+    if not fp32.exists():
+        print("training the FP32 digitnet every method starts from", flush=True)
+        _run(SHIFTQ + ["train", "--model", "digitnet", "--data", "digits", "--epochs", "30", "--lr", "0.05",
+                       "--out", str(out / "fp32"), "--seed", str(args.seed), "--quiet"], out / "fp32.log")
+
+    results = {}
+    prev = out / "methods.json"
+    if prev.exists() and not args.fresh:
+        results = json.loads(prev.read_text()).get("methods", {})
+    target = None
+    for m in methods:
+        run_dir = out / m
+        rep_path = run_dir / "report.json"
+        if m in LEARNED:
+            if target is None:
+                base = next((results[b] for b in BASELINES if b in results), None)
+                target = base["bops_reduction"] if base else 120.0
+        if m not in results or args.fresh or not rep_path.exists():
+            if run_dir.exists():
+                import shutil
+                shutil.rmtree(run_dir)
+            cmd = SHIFTQ + ["compress", "--model", "digitnet", "--data", "digits", "--recipe", m,
+                            "--from", str(fp32), "--out", str(run_dir), "--seed", str(args.seed), "--quiet"]
+            if m in LEARNED:
+                cmd += ["--bops-target", f"{target:.4f}"]
+            print(f"{m}: {' '.join(cmd[2:])}", flush=True)
+            wall, cpu = _run(cmd, out / f"{m}.log")
+            rep = json.loads(rep_path.read_text())
+            results[m] = {"recipe": m, "fp32_acc": rep["fp32_test_acc"], "acc": rep["compressed_test_acc"],
+                          "drop": rep["accuracy_drop"], "size_reduction": rep["size_reduction"],
+                          "bops_reduction": rep["bops_reduction"], "bops": rep["bops"],
+                          "wall_s": wall, "cpu_s": cpu, "bops_target": target if m in LEARNED else None,
+                          "wbits": {r["layer"]: r["wbits"] for r in rep["layers"]},
+                          "abits": {r["layer"]: r["abits"] for r in rep["layers"]},
+                          "kept": {r["layer"]: r["kept"] for r in rep["layers"]}}
+            results[m]["agreement"] = _export(run_dir)
+            prev.write_text(json.dumps({"methods": results}, indent=1) + "\n")
+            r = results[m]
+            print(f"  {r['acc']:.2f}% ({r['drop']:+.2f}), BOPs x{r['bops_reduction']:.1f}, "
+                  f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU", flush=True)
+    write_doc(results, ROOT / args.doc, out)
+    return 0
+
+
+def _export(run_dir: Path) -> dict:
+    from shiftq.export import export
+    rep = export(str(run_dir / "compressed.pt"), str(run_dir / "export"), data_name="digits",
+                 vectors=4, backends=[], progress=lambda *a: None)
+    ag = rep["agreement"]
+    return {k: ag[k] for k in ("same_prediction", "torch_accuracy", "golden_accuracy", "passed")}
+
+
+def write_doc(results: dict, doc: Path, out: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = [m for m in BASELINES + LEARNED if m in results]
+    png = doc.with_suffix(".png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in order:
+        r = results[m]
+        ax.scatter(r["bops_reduction"], r["acc"], s=60, label=m)
+        ax.annotate(m, (r["bops_reduction"], r["acc"]), textcoords="offset points", xytext=(5, 4))
+    fp = next(iter(results.values()))["fp32_acc"]
+    ax.axhline(fp, color="gray", ls="--", lw=1, label=f"FP32 {fp:.2f}%")
+    ax.axhline(fp - 1.5, color="gray", ls=":", lw=1, label="FP32 - 1.5 points")
+    ax.set_xlabel("BOPs reduction vs dense FP32 (x)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("digitnet on digits: accuracy vs BOPs reduction")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+    L = ["# Compression methods compared (digitnet on digits)", "",
+         "Produced by `make bench-compress` (`python -m bench.bench_methods`); every figure is measured "
+         "in that run. All methods start from one FP32 digitnet (30 epochs); wall time is the "
+         "`shiftq compress` process alone (FP32 training excluded), on this 2-core machine, which other "
+         "jobs shared (CPU time is the process's own). ppq, spq and jptp prune 30% of every channel "
+         "group at W4/A4 (first and last layer W8/A8); djpq and picpq are given that BOPs reduction "
+         "as `--bops-target` (matched BOPs) and choose their own per-layer widths and channel counts. "
+         "Agreement: golden (integer IR) vs fake-quantized PyTorch, same predictions on the test set "
+         "(`shiftq export`).", "",
+         "| method | accuracy (%) | drop (points) | size reduction | BOPs reduction | wall time (s) | CPU time (s) | golden agreement |",
+         "|---|---|---|---|---|---|---|---|"]
+    for m in order:
+        r = results[m]
+        ag = r.get("agreement") or {}
+        agree = f"{100 * ag['same_prediction']:.1f}% {'PASS' if ag.get('passed') else 'FAIL'}" if ag else "-"
+        L.append(f"| {m} | {r['acc']:.2f} | {r['drop']:.2f} | x{r['size_reduction']:.2f} | x{r['bops_reduction']:.2f} "
+                 f"| {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {agree} |")
+    L += ["", f"FP32 accuracy: {fp:.2f}%.", "", f"![accuracy vs BOPs reduction]({png.name})", "",
+          "## Per-layer widths and kept channels", "",
+          "| method | " + " | ".join(next(iter(results.values()))["wbits"]) + " |",
+          "|---|" + "---|" * len(next(iter(results.values()))["wbits"])]
+    for m in order:
+        r = results[m]
+        cells = [f"{r['kept'][k]}ch W{r['wbits'][k]}/A{r['abits'][k]}" for k in r["wbits"]]
+        L.append(f"| {m} | " + " | ".join(cells) + " |")
+    L += ["", f"Raw figures: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/methods.json`; "
+          "each run's report.json and export/ under the same directory.", ""]
+    doc.write_text("\n".join(L))
+    print(f"wrote {doc} and {png}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
