@@ -48,6 +48,10 @@ export: $(STAMP)  ## export MODEL to build/MODEL (CKPT=, DATA= override; digitne
 bench: $(STAMP)  ## run the benchmarks (ONLY="train ..." to pick; QUICK=1 for a smoke run)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(ONLY)
 
+.PHONY: bench-compress
+bench-compress: $(STAMP)  ## digits: ppq, spq, jptp, djpq, picpq at matched BOPs -> docs/results-methods.md (+ .png)
+	$(PY) -m bench.bench_methods $(if $(FRESH),--fresh)
+
 SEED ?= 1
 
 bitstream: $(STAMP)  ## bitstream of build/MODEL's first conv + UART for BOARD (icebreaker, ulx3s-85f); SEED=
