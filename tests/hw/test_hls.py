@@ -149,3 +149,22 @@ def test_random_inputs_cover_the_input_range(digitnet_export, tmp_path):
     n = write_data(ir, tmp_path / "none", tmp_path / "data", random_images=5, seed=3)
     x = np.frombuffer((tmp_path / "data" / "input.i64").read_bytes(), dtype="<i8")
     assert n == 5 and x.size == 5 * 64 and x.min() >= -127 and x.max() <= 127
+
+
+def test_trained_digitnet_csim_bit_exact(tmp_path, hls_cache):
+    """The PPQ-compressed digitnet (runs/digitnet/compressed.pt, `make export`), on real
+    digits test images, every layer. Skipped when the checkpoint has not been made."""
+    from pathlib import Path
+
+    from shiftq.export import export
+    ckpt = Path(__file__).resolve().parents[2] / "runs" / "digitnet" / "compressed.pt"
+    if not ckpt.exists():
+        pytest.skip("no runs/digitnet/compressed.pt (shiftq compress --model digitnet --data digits --recipe ppq)")
+    local = tmp_path / "compressed.pt"
+    shutil.copy(ckpt, local)  # another process may rewrite runs/ meanwhile
+    out = tmp_path / "digitnet"
+    export(str(local), str(out), vectors=32, eval_limit=32, backends=["hls"], progress=lambda *a: None)
+    assert load(out).graph["source"]["recipe"] == "ppq"
+    res = csim(out, layers=True, cache_dir=hls_cache)
+    assert res["images"] == 32
+    assert res["pass"] and all(r["pass"] for r in res["nodes"].values()), res["nodes"]
