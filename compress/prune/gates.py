@@ -108,4 +108,4 @@ class VIBGates(nn.Module):
 
     def summary(self) -> dict:
         return {n: {"channels": int(self.keep_mask(n).numel()), "kept": int(self.keep_mask(n).sum()),
-                    "log_alpha_median": float(self.log_alpha(n).median())} for n in self.names}
+                    "log_alpha_median": float(self.log_alpha(n).detach().median())} for n in self.names}

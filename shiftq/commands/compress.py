@@ -63,9 +63,16 @@ def _add_learned_arguments(p):
 
 
 def _learned_extra(args):
+    from shiftq.errors import UserError
     extra = {k: getattr(args, k) for k in LEARNED if getattr(args, k, None) is not None}
     if args.recipe in ("djpq", "picpq") and "bops_target" not in extra:
         extra["bops_target"] = 120.0
+    for key, low, what in (("bops_target", 1.0, "a reduction factor above 1"), ("population", 1, "at least 1"),
+                           ("steps", 0, "at least 0"), ("ft_steps", 1, "at least 1"), ("penalty", 0.0, "at least 0"),
+                           ("upper_bits", 2, "at least 2"), ("lam", 0.0, "at least 0"), ("aux_lr", 0.0, "positive")):
+        v = extra.get(key)
+        if v is not None and (v < low or (key in ("bops_target", "aux_lr") and v == low)):
+            raise UserError(f"{LEARNED[key]} must be {what}, got {v}")
     return extra
 
 

@@ -135,3 +135,29 @@ def test_mixed_width_model_exports_and_golden_agrees(tmp_path):
     wbits = {n["name"]: n["weight"]["bits"] for n in ir["nodes"] if n["op"] in ("conv2d", "linear")}
     assert wbits["b1_conv1"] == 3 and wbits["b1_conv2"] == 5 and wbits["b2_conv2"] == 6
     assert wbits["head"] == 6
+
+
+def test_cli_picpq_meets_target_and_report_matches_metrics(tmp_path, run_cli):
+    from compress.checkpoint import load_model
+    out = tmp_path / "picpq"
+    code, _, err = run_cli("compress", "--model", "digitnet", "--data", "synthetic", "--recipe", "picpq",
+                           "--out", out, "--bops-target", "150", "--population", "3", "--steps", "1",
+                           "--ft-steps", "2", "--fp", "hrank", "--quiet")
+    assert code == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    met = model_metrics(load_model(out / "compressed.pt"))
+    assert met["bops"] == rep["bops"] == rep["bops_predicted"]
+    assert met["bops_reduction"] >= 150
+    assert rep["pic_evaluations"] == 3 + 1     # the better half (2) survives, one child per generation
+
+
+@pytest.mark.slow
+def test_picpq_digits_done_criteria(tmp_path, run_cli):
+    """Issue 9: digitnet on digits, >= x100 BOPs with at most 1.5 points lost (FP32 trained here)."""
+    out = tmp_path / "picpq"
+    code, _, err = run_cli("compress", "--model", "digitnet", "--data", "digits", "--recipe", "picpq",
+                           "--out", out, "--bops-target", "120", "--quiet")
+    assert code == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bops_reduction"] >= 100
+    assert rep["accuracy_drop"] <= 1.5
