@@ -1,0 +1,123 @@
+"""The whole-network accelerator against hw/golden.py: logits, class and every layer's
+activations (read through the debug port after each step), integer equality.
+
+Fast (default suite): digitnet on 3 digits test images on Verilator (every layer), and a
+flipped bit in one weight-table word must be caught. Slow: digitnet on 50 test images
+(Verilator), digitnet on Icarus, the ResNet-20 dry run on 2 images (Verilator).
+Needs the exports `build/digitnet` and `build/resnet20` (`make export MODEL=...`).
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw.golden import quantize_input, run as golden_run
+from hw.ir import load
+from hw.rtl.accel.check import check_accel, load_words
+from sim.layers import corrupt_ir
+from sim.runner import missing_reason
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _export(name):
+    d = REPO / "build" / name
+    if not (d / "model.json").exists() or not (d / "vectors.npz").exists() or not (d / "tables").is_dir():
+        pytest.skip(f"no export at {d} (run `make export MODEL={name}`)")
+    return d, load(d)
+
+
+def _need(sim):
+    why = missing_reason(sim)
+    if why:
+        pytest.skip(why)
+
+
+def digits_test_images(ir, n):
+    """The first `n` digits test images as input integers (the loader's split and
+    normalisation, recomputed with NumPy + scikit-learn: no torch here)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x, y = d.images.astype(np.float32), d.target.astype(np.int64)
+    xtr, xte, _, yte = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    mean, std = float(xtr.mean()), float(xtr.std())
+    xte = ((xte - mean) / std)[:, None]
+    return quantize_input(ir, xte[:n]), yte[:n]
+
+
+def _check(rep):
+    assert rep["passed"], {k: rep.get(k) for k in ("error", "failed_images", "first_mismatches", "rundir")}
+
+
+def test_digits_images_are_the_export_vectors():
+    d, ir = _export("digitnet")
+    x, _ = digits_test_images(ir, 16)
+    with np.load(d / "vectors.npz") as z:
+        assert np.array_equal(x, z["node:input"][:16])
+
+
+def test_accel_digitnet_verilator_every_layer():
+    _need("verilator")
+    d, ir = _export("digitnet")
+    x, _ = digits_test_images(ir, 3)
+    rep = check_accel(ir, x, "verilator", po=4, px=2, words=load_words(d, ir))
+    _check(rep)
+    assert rep["images"] == 3
+    assert all(r["layer_mismatches"] == {} for r in rep["results"])
+    assert rep["utilisation"] > 0.85, rep["utilisation"]
+
+
+def test_accel_corrupted_table_is_caught():
+    """One sign bit flipped in a table word of b1_conv1: the run must fail, at exactly
+    the layers the golden model of the corrupted network says differ."""
+    _need("verilator")
+    d, ir = _export("digitnet")
+    x, _ = digits_test_images(ir, 1)
+    words = load_words(d, ir)
+    name = "b1_conv1"
+    w = np.asarray(ir.array(ir.node(name)["weight"]["key"])).reshape(-1)
+    idx = int(np.flatnonzero(w)[0])
+    bit = 2  # the neg bit of term 0 (max_shift 3: SB = 2)
+    bad_ir = corrupt_ir(ir, name, idx, bit)
+    env_ok = golden_run(ir, x, return_all=True, quantized=True)
+    env_bad = golden_run(bad_ir, x, return_all=True, quantized=True)
+    assert not np.array_equal(env_ok[name], env_bad[name])
+    words[name] = list(words[name])
+    words[name][idx] ^= 1 << bit
+    rep = check_accel(ir, x, "verilator", po=4, px=2, words=words, tag="digitnet-corrupt")
+    assert not rep["passed"]
+    mism = rep["results"][0]["layer_mismatches"]
+    assert mism.get(name) == int((env_ok[name] != env_bad[name]).sum()), mism
+    assert "stem" not in mism  # the layer before the corrupted one still matches
+
+
+@pytest.mark.slow
+def test_accel_digitnet_50_images_verilator():
+    _need("verilator")
+    d, ir = _export("digitnet")
+    x, y = digits_test_images(ir, 50)
+    rep = check_accel(ir, x, "verilator", po=4, px=2, words=load_words(d, ir))
+    _check(rep)
+    assert rep["images"] == 50
+
+
+@pytest.mark.slow
+def test_accel_digitnet_icarus():
+    _need("icarus")
+    d, ir = _export("digitnet")
+    x, _ = digits_test_images(ir, 2)
+    rep = check_accel(ir, x, "icarus", po=4, px=2, words=load_words(d, ir))
+    _check(rep)
+
+
+@pytest.mark.slow
+def test_accel_resnet20_verilator():
+    _need("verilator")
+    d, ir = _export("resnet20")
+    with np.load(d / "vectors.npz") as z:
+        x = z["node:input"][:2]
+    rep = check_accel(ir, x, "verilator", po=12, px=4, words=load_words(d, ir))
+    _check(rep)
+    assert rep["images"] == 2
