@@ -52,6 +52,7 @@ BAD_TRAIN = {
     "corrupt init": ["--model", "digitnet", "--data", "digits", "--init", "{d}/corrupt.pt"],
     "mismatched init": ["--model", "digitnet", "--data", "digits", "--init", "{d}/mismatch.pt"],
     "resume corrupt": ["--model", "digitnet", "--data", "digits", "--resume"],
+    "zero threads": ["--model", "digitnet", "--data", "digits", "--threads", "0"],
 }
 
 
