@@ -163,7 +163,8 @@ def test_trained_digitnet_csim_bit_exact(tmp_path, hls_cache):
     local = tmp_path / "compressed.pt"
     shutil.copy(ckpt, local)  # another process may rewrite runs/ meanwhile
     out = tmp_path / "digitnet"
-    export(str(local), str(out), vectors=32, eval_limit=32, backends=["hls"], progress=lambda *a: None)
+    export(str(local), str(out), data_name="digits", vectors=32, eval_limit=32, backends=["hls"],
+           progress=lambda *a: None)
     assert load(out).graph["source"]["recipe"] == "ppq"
     res = csim(out, layers=True, cache_dir=hls_cache)
     assert res["images"] == 32
