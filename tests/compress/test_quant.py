@@ -50,8 +50,9 @@ def test_quantizing_a_level_gives_it_back(scheme, bits, signed):
 def test_gradient_flow_x_and_alpha():
     torch.manual_seed(0)
     q = QuantAct("apot", 4, signed=False, alpha=2.0)
-    x = (torch.randn(1000) * 2).requires_grad_()
-    g = torch.randn(1000)
+    edges = torch.tensor([0.0, 2.0, 2.0000002, -1e-7])  # alpha itself is inside, its neighbours not
+    x = torch.cat([torch.randn(1000) * 2, edges]).requires_grad_()
+    g = torch.randn(1004)
     (q(x) * g).sum().backward()
     xs = x.detach() / 2.0
     inside = (xs >= 0) & (xs <= 1)
