@@ -8,7 +8,7 @@ MODEL ?= digitnet
 BOARD ?= icebreaker
 STAMP := $(VENV)/.shiftq-setup
 
-.PHONY: help setup test test-all bench export clean bitstream flash
+.PHONY: help setup test test-all bench export clean bitstream flash accel-bitstream
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -60,6 +60,10 @@ bitstream: $(STAMP)  ## bitstream of build/MODEL's first conv + UART for BOARD (
 
 flash: $(STAMP)  ## program BOARD with build/MODEL's bitstream (openFPGALoader, or iceprog for iCE40)
 	@$(SHIFTQ) flash --build build/$(MODEL) --board $(BOARD)
+
+accel-bitstream: $(STAMP)  ## bitstream of the whole-network accelerator of build/MODEL + UART for BOARD; SEED=
+	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
+	$(PY) -m boards.accel_top --build build/$(MODEL) --board $(BOARD) --seed $(SEED)
 
 clean:  ## remove build outputs (keeps .venv and runs/)
 	rm -rf build .pytest_cache

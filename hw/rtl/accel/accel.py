@@ -35,7 +35,9 @@ Organisation (one design for every network; the plan sizes it):
 Interface: `in_valid/in_ready/in_data` (plan.n_in input ints, [C][H][W] order; the run
 starts after the last one), `busy`, `done` (until the next input), `klass`,
 `out_valid/out_ready/out_data/out_last` (the logits, in order, after the run),
-`cycles` (clocks of the last run, first input word excluded).
+`cycles` (clocks of the last run, from the last input word to the logits; pauses of
+step mode not counted), `logit_addr` -> `logit_data` (combinational) reads a logit
+after the run (the board bridge uses it).
 """
 from __future__ import annotations
 
@@ -130,6 +132,7 @@ class Accelerator(wiring.Component):
             "step_mode": In(1), "paused": Out(1), "resume": In(1),
             "step_idx": Out(range(max(2, len(p.steps)))),
             "dbg_addr": In(self.AW), "dbg_data": Out(p.act_bits),
+            "logit_addr": In(range(max(2, p.n_out))), "logit_data": Out(signed(p.out_bits)),
         })
 
     def elaborate(self, platform):
@@ -523,6 +526,7 @@ class Accelerator(wiring.Component):
         # R2: write
         logits = Array([Signal(signed(p.out_bits), name=f"logit{k}") for k in range(max(1, p.n_out))])
         best = Signal(signed(p.out_bits))
+        m.d.comb += self.logit_data.eq(logits[self.logit_addr])
         klass = Signal.like(self.klass)
         m.d.comb += self.klass.eq(klass)
         req_wr = Signal()

@@ -1,0 +1,49 @@
+"""The accelerator's UART top-level (boards/accel_top.py) end to end: the host code that
+`shiftq run` uses (`boards.host.Client`) sends digits images over the simulated UART
+and reads back the logits and the class, compared with hw/golden.py."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from boards.accel_top import BoardNetwork
+from boards.bridge import UARTBridge
+from hw.ir import load
+from sim.runner import emit_verilog, missing_reason, run_test
+
+REPO = Path(__file__).resolve().parents[2]
+DIV = 8
+
+
+def _net():
+    d = REPO / "build" / "digitnet"
+    if not (d / "model.json").exists() or not (d / "vectors.npz").exists():
+        pytest.skip(f"no export at {d}")
+    return BoardNetwork(load(d), d, po=4, px=1), d
+
+
+def _case(net, xs, **extra):
+    info = net.info
+    return {"divisor": DIV, "clk_ns": 10,
+            "info": dict(design_id=info.design_id, n_in=info.n_in, in_bits=info.in_bits, in_signed=info.in_signed,
+                         n_out=info.n_out, out_bits=info.out_bits, out_signed=info.out_signed),
+            "inputs": [np.asarray(x).reshape(-1).tolist() for x in xs],
+            "expected": [net.golden(x).tolist() for x in xs],
+            "reply_timeout_s": 5e-3, **extra}
+
+
+@pytest.mark.parametrize("sim", ["verilator", pytest.param("icarus", marks=pytest.mark.slow)])
+def test_accel_uart_top_digitnet(sim):
+    if missing_reason(sim):
+        pytest.skip(missing_reason(sim))
+    net, d = _net()
+    with np.load(d / "vectors.npz") as z:
+        xs = [z["node:input"][k] for k in range(2)]
+        want_pred = z["pred"][:2]
+    case = _case(net, xs)
+    assert [e[-1] for e in case["expected"]] == [int(v) for v in want_pred]
+    top = UARTBridge(net.make_core(), net.info, DIV, timeout_cycles=60 * DIV)
+    v = emit_verilog(top, "accel_uart")
+    rep = run_test(v, "accel_uart", "boards.tb_top", sim, case, testcase="runs_match", tag="digitnet")
+    assert rep.get("passed"), rep
+    assert len(rep["tests"]["runs_match"]["cycles"]) == 2
