@@ -55,6 +55,11 @@ def measure(model, board, sim="verilator"):
     except DoesNotFit as e:
         r["plan_fits"] = False
         r["plan_error"] = str(e)
+        try:
+            b = check_budget(plan, board, loader=True)
+            r["plan_with_spram_loader"] = {"ebr": b["ebr"], "spram": b["spram"]}
+        except DoesNotFit as e2:
+            r["plan_with_spram_loader"] = str(e2)
     s = _synth(model, board)
     if s:
         r.update(s)

@@ -87,6 +87,15 @@ def test_budget_fits_and_does_not_fit():
     assert "\n" not in str(e.value)
 
 
+def test_up5k_spram_weights_need_the_loader():
+    ir = _export("digitnet")
+    p = make_plan(ir, po=4, px=1)
+    with pytest.raises(DoesNotFit, match="needs SPRAM, which a bitstream cannot initialise"):
+        check_budget(p, "icebreaker")
+    b = check_budget(p, "icebreaker", loader=True)
+    assert b["spram"] == 2 and b["ebr"] <= 30
+
+
 def test_memory_blocks():
     assert memory_blocks(16, 16384, [(16, 16384)]) == 1
     assert memory_blocks(17, 16385, [(16, 16384)]) == 4

@@ -415,9 +415,13 @@ def memory_blocks(width: int, depth: int, configs) -> int:
     return min(-(-width // w) * -(-depth // d) for w, d in configs)
 
 
-def check_budget(plan: Plan, device: str) -> dict:
+def check_budget(plan: Plan, device: str, *, loader: bool = False) -> dict:
     """Map the plan's memories onto `device`'s RAM; raise DoesNotFit (one line) if they
-    do not fit. Returns {"memories": [...], "ebr": used, "spram": used, ...}."""
+    do not fit. Returns {"memories": [...], "ebr": used, "spram": used, ...}.
+
+    iCE40 SPRAM has no bitstream initialisation: weights placed there must be written at
+    boot by a loader (UART or SPI flash), which the RTL does not have yet; without
+    `loader=True` such a plan is refused with a line saying so."""
     dev = DEVICES.get(BOARD_DEVICE.get(device, device))
     if dev is None:
         raise UserError(f"unknown device {device!r} (known: {', '.join(list(DEVICES) + list(BOARD_DEVICE))})")
@@ -439,6 +443,11 @@ def check_budget(plan: Plan, device: str) -> dict:
         n = memory_blocks(m["width"], m["depth"], cfg) * m["copies"]
         used[want] += n
         rows.append(dict(m, ram=want, blocks=n, bits=m["width"] * m["depth"] * m["copies"]))
+        if want == "spram" and m["kind"] in ("weights", "const") and not loader and used[want] <= cap:
+            raise DoesNotFit(
+                f"{plan.name} (PO={plan.PO}, PX={plan.PX}) on {dev['label']}: memory {m['name']} "
+                f"({m['width']} bits x {m['depth']} words) needs SPRAM, which a bitstream cannot "
+                f"initialise; the boot-time weight loader is not implemented yet")
         if used[want] > cap:
             raise DoesNotFit(
                 f"{plan.name} (PO={plan.PO}, PX={plan.PX}) does not fit {dev['label']}: memory "
