@@ -52,6 +52,8 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(BASELINES + LEARNED))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="redo runs whose report exists")
+    ap.add_argument("--sweep", default="0.45,0.6",
+                    help="extra ppq prune ratios; djpq/picpq run at the BOPs ppq reaches there ('' for none)")
     ap.add_argument("--doc-only", action="store_true", help="rewrite the doc from <out>/methods.json")
     args = ap.parse_args(argv)
     out = (ROOT / args.out).resolve()
@@ -72,37 +74,48 @@ def main(argv=None):
     prev = out / "methods.json"
     if prev.exists() and not args.fresh:
         results = json.loads(prev.read_text()).get("methods", {})
+
+    def one(key, recipe, extra, target=None):
+        run_dir = out / key
+        if key in results and (run_dir / "report.json").exists() and not args.fresh:
+            return results[key]
+        if run_dir.exists():
+            import shutil
+            shutil.rmtree(run_dir)
+        cmd = SHIFTQ + ["compress", "--model", "digitnet", "--data", "digits", "--recipe", recipe,
+                        "--from", str(fp32), "--out", str(run_dir), "--seed", str(args.seed), "--quiet"] + extra
+        print(f"{key}: {' '.join(cmd[2:])}", flush=True)
+        wall, cpu = _run(cmd, out / f"{key}.log")
+        rep = json.loads((run_dir / "report.json").read_text())
+        r = {"recipe": recipe, "fp32_acc": rep["fp32_test_acc"], "acc": rep["compressed_test_acc"],
+             "drop": rep["accuracy_drop"], "size_reduction": rep["size_reduction"],
+             "bops_reduction": rep["bops_reduction"], "bops": rep["bops"],
+             "wall_s": wall, "cpu_s": cpu, "bops_target": target, "args": extra,
+             "wbits": {x["layer"]: x["wbits"] for x in rep["layers"]},
+             "abits": {x["layer"]: x["abits"] for x in rep["layers"]},
+             "kept": {x["layer"]: x["kept"] for x in rep["layers"]}}
+        r["agreement"] = _export(run_dir)
+        results[key] = r
+        prev.write_text(json.dumps({"methods": results}, indent=1) + "\n")
+        print(f"  {r['acc']:.2f}% ({r['drop']:+.2f}), BOPs x{r['bops_reduction']:.1f}, "
+              f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU", flush=True)
+        return r
+
     target = None
     for m in methods:
-        run_dir = out / m
-        rep_path = run_dir / "report.json"
         if m in LEARNED:
             if target is None:
                 base = next((results[b] for b in BASELINES if b in results), None)
                 target = base["bops_reduction"] if base else 120.0
-        if m not in results or args.fresh or not rep_path.exists():
-            if run_dir.exists():
-                import shutil
-                shutil.rmtree(run_dir)
-            cmd = SHIFTQ + ["compress", "--model", "digitnet", "--data", "digits", "--recipe", m,
-                            "--from", str(fp32), "--out", str(run_dir), "--seed", str(args.seed), "--quiet"]
-            if m in LEARNED:
-                cmd += ["--bops-target", f"{target:.4f}"]
-            print(f"{m}: {' '.join(cmd[2:])}", flush=True)
-            wall, cpu = _run(cmd, out / f"{m}.log")
-            rep = json.loads(rep_path.read_text())
-            results[m] = {"recipe": m, "fp32_acc": rep["fp32_test_acc"], "acc": rep["compressed_test_acc"],
-                          "drop": rep["accuracy_drop"], "size_reduction": rep["size_reduction"],
-                          "bops_reduction": rep["bops_reduction"], "bops": rep["bops"],
-                          "wall_s": wall, "cpu_s": cpu, "bops_target": target if m in LEARNED else None,
-                          "wbits": {r["layer"]: r["wbits"] for r in rep["layers"]},
-                          "abits": {r["layer"]: r["abits"] for r in rep["layers"]},
-                          "kept": {r["layer"]: r["kept"] for r in rep["layers"]}}
-            results[m]["agreement"] = _export(run_dir)
-            prev.write_text(json.dumps({"methods": results}, indent=1) + "\n")
-            r = results[m]
-            print(f"  {r['acc']:.2f}% ({r['drop']:+.2f}), BOPs x{r['bops_reduction']:.1f}, "
-                  f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU", flush=True)
+            one(m, m, ["--bops-target", f"{target:.4f}"], target)
+        else:
+            one(m, m, [])
+    # the sweep: ppq at higher prune ratios, the learned methods at ppq's BOPs there
+    for p in [float(v) for v in args.sweep.split(",") if v]:
+        base = one(f"ppq@{p:g}", "ppq", ["--prune", f"{p:g}"])
+        t = base["bops_reduction"]
+        for m in (x for x in LEARNED if x in methods):
+            one(f"{m}@{p:g}", m, ["--bops-target", f"{t:.4f}"], t)
     write_doc(results, ROOT / args.doc, out)
     return 0
 
@@ -148,19 +161,23 @@ def write_doc(results: dict, doc: Path, out: Path):
     import matplotlib.pyplot as plt
 
     order = [m for m in BASELINES + LEARNED if m in results]
+    sweep = sorted((k for k in results if "@" in k), key=lambda k: (float(k.split("@")[1]), k))
     png = doc.with_suffix(".png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m in order:
-        r = results[m]
-        ax.scatter(r["bops_reduction"], r["acc"], s=60, label=m)
-        ax.annotate(m, (r["bops_reduction"], r["acc"]), textcoords="offset points", xytext=(5, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     fp = next(iter(results.values()))["fp32_acc"]
+    for rec in BASELINES + LEARNED:
+        pts = sorted((r["bops_reduction"], r["acc"]) for r in results.values() if r["recipe"] == rec)
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", ms=6, lw=1, label=rec)
     ax.axhline(fp, color="gray", ls="--", lw=1, label=f"FP32 {fp:.2f}%")
     ax.axhline(fp - 1.5, color="gray", ls=":", lw=1, label="FP32 - 1.5 points")
+    ax.set_xscale("log")
     ax.set_xlabel("BOPs reduction vs dense FP32 (x)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("digitnet on digits: accuracy vs BOPs reduction")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     doc.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
@@ -177,17 +194,22 @@ def write_doc(results: dict, doc: Path, out: Path):
          "(`shiftq export`).", "",
          "| method | accuracy (%) | drop (points) | size reduction | BOPs reduction | wall time (s) | CPU time (s) | golden agreement |",
          "|---|---|---|---|---|---|---|---|"]
-    for m in order:
+    def row(m):
         r = results[m]
         ag = r.get("agreement") or {}
         agree = f"{100 * ag['same_prediction']:.1f}% {'PASS' if ag.get('passed') else 'FAIL'}" if ag else "-"
-        L.append(f"| {m} | {r['acc']:.2f} | {r['drop']:.2f} | x{r['size_reduction']:.2f} | x{r['bops_reduction']:.2f} "
-                 f"| {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {agree} |")
+        return (f"| {m} | {r['acc']:.2f} | {r['drop']:.2f} | x{r['size_reduction']:.2f} | x{r['bops_reduction']:.2f} "
+                f"| {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {agree} |")
+    L += [row(m) for m in order]
+    if sweep:
+        L += ["", "Higher compression: ppq at prune ratio p (`ppq@p`), and djpq / picpq given the BOPs "
+              "reduction ppq reaches there as their target (`djpq@p`, `picpq@p`).", "",
+              L[-len(order) - 2], L[-len(order) - 1]] + [row(m) for m in sweep]
     L += ["", f"FP32 accuracy: {fp:.2f}%.", "", f"![accuracy vs BOPs reduction]({png.name})", "",
           "## Per-layer widths and kept channels", "",
           "| method | " + " | ".join(next(iter(results.values()))["wbits"]) + " |",
           "|---|" + "---|" * len(next(iter(results.values()))["wbits"])]
-    for m in order:
+    for m in order + sweep:
         r = results[m]
         cells = [f"{r['kept'][k]}ch W{r['wbits'][k]}/A{r['abits'][k]}" for k in r["wbits"]]
         L.append(f"| {m} | " + " | ".join(cells) + " |")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from compress.models.walk import layers, short
 from compress.prune.groups import build_plan

@@ -2,7 +2,7 @@
 
 One training phase minimises one differentiable loss
 
-    cross-entropy + lambda x BOPs / BOPs_target + beta x KL(gates)
+    cross-entropy + lambda x relu(BOPs / T(t) - 1) + beta x KL(gates)
 
 over the weights, per-channel VIB gates (compress/prune/gates.py) and per-layer
 learned quantizers (compress/quant/learned.py: learned step and range, hence a learned
@@ -30,7 +30,6 @@ their clipping values taken from the learned ranges; then a short QAT fine-tune.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -41,7 +40,7 @@ from compress.models.walk import layers, short
 from compress.prune import remove_channels
 from compress.prune.gates import VIBGates
 from compress.quant.fake import QuantAct, Quantizer
-from compress.quant.learned import LearnedActQuant, LearnedWeightQuant, nearest_supported, allowed_bits
+from compress.quant.learned import LearnedActQuant, LearnedWeightQuant, allowed_bits, nearest_supported
 from compress.quant.wrap import LayerQ, wrap
 from compress.train import Hook, fit
 
@@ -233,7 +232,7 @@ def freeze(learner: Learner, keeps: dict):
         for n, m in dense.named_modules():
             if isinstance(m, QuantAct):
                 old = model.get_submodule(n)
-                if isinstance(old, (Quantizer,)) or hasattr(old, "alpha"):
+                if isinstance(old, Quantizer) or hasattr(old, "alpha"):
                     m.alpha.copy_(old.alpha.detach().abs())
     return remove_channels(dense, keeps), qcfg
 
@@ -241,6 +240,7 @@ def freeze(learner: Learner, keeps: dict):
 def compress(run, fp32):
     s = run.s
     x = s.extra
+    run.info["recipe_flags"] = dict(x)
     calib = run.calibration()
     target_red = x.get("bops_target")
     lam0 = x.get("lam", 5.0)
@@ -265,7 +265,7 @@ def compress(run, fp32):
     run.info["djpq_lambda"] = hook.lam
     run.info["djpq_b0_reduction"] = L.bm.reduction(hook.b0)
     run.info["djpq_gates"] = L.gates.summary()
-    run.info["djpq_learned_bits"] = {n: round(float(q.bits()), 3) for n, q in L.wq.items()
+    run.info["djpq_learned_bits"] = {n: round(float(q.bits().detach()), 3) for n, q in L.wq.items()
                                      if isinstance(q, LearnedWeightQuant)}
 
     t = time.perf_counter()

@@ -276,6 +276,7 @@ def ptq(model, calib):
 def compress(run, fp32):
     s = run.s
     x = s.extra
+    run.info["recipe_flags"] = dict(x)
     t = time.perf_counter()
     calib_x = run.calibration()
     calib_y = run.data.train.y[:len(calib_x)]
