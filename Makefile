@@ -54,9 +54,9 @@ bench-compress: $(STAMP)  ## digits: ppq, spq, jptp, djpq, picpq at matched BOPs
 
 SEED ?= 1
 
-bitstream: $(STAMP)  ## bitstream of build/MODEL's first conv + UART for BOARD (icebreaker, ulx3s-85f); SEED=
+bitstream: $(STAMP)  ## bitstream of build/MODEL's first conv (LAYER=) + UART for BOARD (icebreaker, ulx3s-85f); SEED=
 	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
-	$(SHIFTQ) synth --build build/$(MODEL) --board $(BOARD) --seed $(SEED)
+	$(SHIFTQ) synth --build build/$(MODEL) --board $(BOARD) --seed $(SEED) $(if $(LAYER),--layer $(LAYER))
 
 flash: $(STAMP)  ## program BOARD with build/MODEL's bitstream (openFPGALoader, or iceprog for iCE40)
 	@$(SHIFTQ) flash --build build/$(MODEL) --board $(BOARD)
