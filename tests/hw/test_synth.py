@@ -154,3 +154,20 @@ def test_plain_elaboratable_with_port_lists(tmp_path):
     assert u["dut"]["top.dut"]["ff"] == 3
     with pytest.raises(TypeError, match="inputs="):
         synthesize_component(Plain(), "icebreaker", tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_shiftq_synth_cli_on_an_export(run_cli, tmp_path):
+    """`shiftq synth` on a dry-run digitnet export: bitstream, utilization.json, design.json."""
+    from shiftq.export import export
+
+    out = tmp_path / "digitnet"
+    export(None, str(out), dry_run_model_name="digitnet", vectors=2, backends=[], progress=lambda *a: None)
+    code, stdout, err = run_cli("synth", "--build", out, "--board", "icebreaker", "--seed", 2)
+    assert code == 0, err
+    d = out / "synth" / "icebreaker"
+    u = json.loads((d / "utilization.json").read_text())
+    design = json.loads((d / "design.json").read_text())
+    assert u["seed"] == 2 and u["timing_met"] and (d / "top.bin").exists()
+    assert design["layer"] == "stem" and design["PO"] * design["PI"] <= 4
+    assert "| LUT4 |" in stdout and "bitstream:" in stdout
