@@ -235,12 +235,12 @@ class Accelerator(wiring.Component):
 
         drain_busy = Signal()
         v1, first1, last1 = Signal(), Signal(), Signal()
-        last2 = Signal()
-        m.d.sync += last2.eq(last1)
+        v1r, first1r, last1r, last2 = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [v1r.eq(v1), first1r.eq(first1), last1r.eq(last1), last2.eq(last1r)]
         last_step = Signal()
         m.d.comb += last_step.eq(t == d.S - 1)
         stall = Signal()
-        m.d.comb += stall.eq(last_step & (drain_busy | last1 | last2))
+        m.d.comb += stall.eq(last_step & (drain_busy | last1 | last1r | last2))
         fire = Signal()
         m.d.comb += fire.eq(issuing & ~stall)
 
@@ -323,12 +323,16 @@ class Accelerator(wiring.Component):
                         else:
                             fields.append(Const(0, TWU))
                     m.d.comb += wsel[o].eq(Cat(*fields))
+        # decoded values and weights registered (stage 1r): the PEs' inputs come from flip-flops
+        values_r = [Signal(signed(VB), name=f"value_r{j}") for j in range(PX)]
+        wsel_r = [Signal(TU * TWU, name=f"w_r{o}") for o in range(PO)]
+        m.d.sync += [a.eq(b) for a, b in zip(values_r, values)] + [a.eq(b) for a, b in zip(wsel_r, wsel)]
         pes = [[None] * PX for _ in range(PO)]
         for o in range(PO):
             for j in range(PX):
                 pe = ShiftAddPE(act_bits=VB, act_signed=True, terms=TU, max_shift=MSU, acc_bits=ACC)
                 m.submodules[f"pe_{o}_{j}"] = pe
-                m.d.comb += [pe.act.eq(values[j]), pe.weight.eq(wsel[o]), pe.en.eq(v1), pe.clear.eq(first1)]
+                m.d.comb += [pe.act.eq(values_r[j]), pe.weight.eq(wsel_r[o]), pe.en.eq(v1r), pe.clear.eq(first1r)]
                 pes[o][j] = pe
 
         # stage 2: the finished group into the shadow chain
@@ -497,14 +501,20 @@ class Accelerator(wiring.Component):
         r1_ch = Signal.like(req_ch)
         r1_off = Signal.like(req_off)
         m.d.sync += [r1_valid.eq(req_valid), r1_acc.eq(req_acc), r1_ch.eq(req_ch), r1_off.eq(req_off)]
-        # R1: the IR's rule
+        # R1: products (registered), R2: sum and shift (registered), R3: activation rule
         res_v = decode(aux_rp.data, d.res_mode, d.res_lv, "res_value")
         SUMB = max(p.sum_bits, ACC + p.const_bits["mult"], p.const_bits["bias"], VB + p.const_bits["rmult"]) + 3
+        pa = Signal(signed(ACC + p.const_bits["mult"]), name="prod_acc")
+        pr = Signal(signed(VB + p.const_bits["rmult"]), name="prod_res")
+        pb = Signal(signed(p.const_bits["bias"]), name="bias_r")
+        ra_valid, ra_off, ra_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
+        m.d.sync += [pa.eq(r1_acc * crp["mult"].data), pr.eq(Mux(d.has_res, res_v * crp["rmult"].data, 0)),
+                     pb.eq(crp["bias"].data), ra_valid.eq(r1_valid), ra_off.eq(r1_off), ra_ch.eq(r1_ch)]
         ssum = Signal(signed(SUMB))
-        m.d.comb += ssum.eq(r1_acc * crp["mult"].data + crp["bias"].data +
-                            Mux(d.has_res, res_v * crp["rmult"].data, 0))
+        m.d.comb += ssum.eq(pa + pb + pr)
         y = Signal(signed(SUMB))
-        m.d.comb += y.eq(ssum >> d.shift)
+        rb_valid, rb_off, rb_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
+        m.d.sync += [y.eq(ssum >> d.shift), rb_valid.eq(ra_valid), rb_off.eq(ra_off), rb_ch.eq(ra_ch)]
         code = Signal(signed(max(p.out_bits, A + 1, 2)))
         with m.Switch(d.act):
             with m.Case(ACTS["none"]):
@@ -522,8 +532,8 @@ class Accelerator(wiring.Component):
         r2_code = Signal.like(code)
         r2_off = Signal.like(r1_off)
         r2_ch = Signal.like(r1_ch)
-        m.d.sync += [r2_valid.eq(r1_valid), r2_code.eq(code), r2_off.eq(r1_off), r2_ch.eq(r1_ch)]
-        # R2: write
+        m.d.sync += [r2_valid.eq(rb_valid), r2_code.eq(code), r2_off.eq(rb_off), r2_ch.eq(rb_ch)]
+        # R4: write
         logits = Array([Signal(signed(p.out_bits), name=f"logit{k}") for k in range(max(1, p.n_out))])
         best = Signal(signed(p.out_bits))
         m.d.comb += self.logit_data.eq(logits[self.logit_addr])
@@ -548,8 +558,8 @@ class Accelerator(wiring.Component):
         in_base = p.tensor_addr["input"][0]
         wait = Signal(3)
         done = Signal()
-        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~last1 & ~last2 & ~drain_busy &
-                                                       ~r1_valid & ~r2_valid)]
+        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v1r & ~last1 & ~last1r & ~last2 & ~drain_busy &
+                                                       ~r1_valid & ~ra_valid & ~rb_valid & ~r2_valid)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.in_ready.eq(1)
