@@ -81,3 +81,51 @@ def test_engine_resnet20_stem_and_residual_block(sim):
     for name in [names[0], conv1, block]:
         r = check_layer(ir, name, env, sim, words=words.get(name))
         assert r["passed"], (name, {k: r.get(k) for k in ("error", "mismatches", "first_mismatches")})
+
+
+# ---------------------------------------------------------------- pure Python parts
+
+def test_choose_parallelism_fewest_groups_then_fewest_pes():
+    from hw.rtl.engine import choose_parallelism
+    assert choose_parallelism(12, 3, 16, 4) == (12, 3)
+    assert choose_parallelism(23, 12, 16, 4) == (12, 4)
+    assert choose_parallelism(45, 23, 16, 4) == (15, 4)
+    assert choose_parallelism(64, 64, 16, 4) == (16, 4)
+    assert choose_parallelism(1, 1, 16, 4) == (1, 1)
+
+
+def test_weight_rom_layout(rand_ir):
+    """Lane l, address og*S + (ig*KH + ky)*KW + kx, sub-word b = w[og*PO+l, ig*PI+b, ky, kx]."""
+    from hw.rtl.engine import LayerEngine, layer_spec
+    from hw.rtl.pe import term_bits
+    ir, _ = rand_ir
+    spec = layer_spec(ir, "c2", po_max=4, pi_max=3)
+    eng = LayerEngine(spec)
+    sw = term_bits(spec.max_shift) * spec.terms
+    words = np.asarray(spec.words, dtype=object).reshape(spec.O, spec.C, spec.KH, spec.KW)
+    for l in range(spec.PO):
+        rom = eng.weight_rom_init(l)
+        assert len(rom) == spec.OG * spec.steps
+        for og in range(spec.OG):
+            for ig in range(spec.IG):
+                for ky in range(spec.KH):
+                    for kx in range(spec.KW):
+                        word = rom[og * spec.steps + (ig * spec.KH + ky) * spec.KW + kx]
+                        for b in range(spec.PI):
+                            o, i = og * spec.PO + l, ig * spec.PI + b
+                            want = words[o, i, ky, kx] if o < spec.O and i < spec.C else 0
+                            assert (word >> (b * sw)) & ((1 << sw) - 1) == want
+
+
+def test_read_mem_matches_tables(tmp_path, rand_ir):
+    from hw.rtl.engine import read_mem
+    from hw.tables import write_tables
+    ir, _ = rand_ir
+    write_tables(ir, tmp_path)
+    from hw.rtl.engine import layer_spec
+    for name in engine_layers(ir):
+        n = ir.node(name)
+        words = read_mem(tmp_path / f"{name}.mem", np.asarray(ir.array(n["weight"]["key"])).size)
+        assert words == layer_spec(ir, name).words
+    with pytest.raises(ValueError):
+        read_mem(tmp_path / "c1.mem", 3)
