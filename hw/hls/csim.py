@@ -60,7 +60,8 @@ def _hash(hls_dir: Path, flags: list[str]) -> str:
 
 def compile_tb(hls_dir, opt: str = OPT, defines=("SHIFTQ_TRACE_LAYERS",), cache_dir=None, progress=None) -> tuple[Path, dict]:
     """Compile the testbench of `hls_dir`; returns (binary, info). Reuses a binary built
-    from byte-identical sources and flags (in `cache_dir`, default hls_dir/csim/bin)."""
+    from byte-identical sources and flags (in `cache_dir`, else $SHIFTQ_HLS_CACHE, else
+    hls_dir/csim/bin)."""
     hls_dir = Path(hls_dir)
     for f in ("net.cpp", "tb.cpp", "net.h", "weights.h", "parameters.h"):
         if not (hls_dir / f).exists():

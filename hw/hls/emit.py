@@ -214,10 +214,14 @@ class _Gen:
             actdoc = f"uniform clip to 0..{mx}"
         else:
             th = [int(v) for v in act["thresholds"]]
-            self.weights.append(f"static const long long th_{name}[{len(th)}] = {{{', '.join(_lit(v) for v in th)}}};")
-            tail = (f"    {out.t} c = 0;\n"
+            # compare at one width that holds y and every threshold (a comparison with a
+            # 64-bit C integer would widen to 65-bit ap_private arithmetic in C simulation)
+            tb = max(yb, bits_signed(min(th + [0]), max(th + [0])))
+            self.weights.append(f"static const ap_int<{tb}> th_{name}[{len(th)}] = "
+                                f"{{{', '.join(_lit(v) for v in th)}}};")
+            tail = (f"    const ap_int<{tb}> yt = y;\n    {out.t} c = 0;\n"
                     f"    THRESH: for (int k = 0; k < {len(th)}; k++) {{\n#pragma HLS UNROLL\n"
-                    f"        if (y >= th_{name}[k]) c++;\n    }}\n    return c;\n")
+                    f"        if (yt >= th_{name}[k]) c++;\n    }}\n    return c;\n")
             actdoc = f"{act['scheme']}: code = #thresholds <= y ({len(th)} thresholds)"
         # Every partial result is kept modulo 2^sum_bits: the IR guarantees the final s
         # fits sum_bits, so the wrapped intermediate values give exactly that s.
@@ -695,4 +699,4 @@ def emit_hls(ir: IR, out_dir: Path, par: int = DEFAULT_PAR) -> dict:
             tmp.write_text(text)
     return {"top": gen.top, "files": sorted(files), "layers": len(gen.layer_info),
             "weights": int(sum(li.get("weights", 0) for li in gen.layer_info)),
-            "default_par": gen.par, "csim": f"shiftq hls-csim --build {out_dir.parent}"}
+            "default_par": gen.par, "csim": "shiftq hls-csim --build <export dir> [--layers]"}

@@ -247,7 +247,7 @@ def write(ir: IR, out_dir, images=None, compile_and_check: bool = True, reuse_fa
     """Write an hls4ml project for `ir` into `out_dir` (build/NAME/hls4ml); with
     `compile_and_check`, compile it (hls4ml's g++ C simulation) and compare its
     `predict()` on `images` (input integers [N, C, H, W]) with the golden model.
-    `opt` (e.g. "-O1") replaces the -O3 of hls4ml's build_lib.sh, for quicker tests."""
+    `opt` (e.g. "-O0") replaces the -O3 of hls4ml's build_lib.sh, for quicker tests."""
     try:
         import hls4ml
     except ImportError:
