@@ -40,15 +40,21 @@ class AccelDriver:
         d.rst.value = 0
 
     async def send(self, words):
+        """Stream the input: a word is set up at a falling edge when `in_ready` is 1 there
+        (settled; X right after reset on Icarus counts as not ready) and taken at the
+        next rising edge."""
         d = self.dut
         bits = self.c["in_bits"]
-        d.in_valid.value = 1
         for w in words:
+            while True:
+                await FallingEdge(d.clk)
+                if str(d.in_ready.value) == "1":
+                    break
+                d.in_valid.value = 0
+            d.in_valid.value = 1
             d.in_data.value = int(w) & ((1 << bits) - 1)
             await RisingEdge(d.clk)
-            while not int(d.in_ready.value):
-                await RisingEdge(d.clk)
-            await FallingEdge(d.clk)
+        await FallingEdge(d.clk)
         d.in_valid.value = 0
 
     async def read_act(self, base, count):

@@ -561,6 +561,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v1r & ~last1 & ~last1r & ~last2 & ~drain_busy &
                                                        ~r1_valid & ~ra_valid & ~rb_valid & ~r2_valid)]
         with m.FSM():
+            with m.State("BOOT"):
+                # one clock after reset: the state register changes once, so simulators
+                # that run `always @*` blocks only on input changes (Icarus) evaluate every
+                # output that depends on the state alone (in_ready was X there otherwise)
+                m.next = "IDLE"
             with m.State("IDLE"):
                 m.d.comb += self.in_ready.eq(1)
                 with m.If(self.in_valid):
