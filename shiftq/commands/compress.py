@@ -10,8 +10,8 @@ RECIPE_NAMES = ("ppq", "spq", "jptp", "djpq", "picpq", "prune-only", "quant-only
 # epochs. synthetic is a dry run: one epoch of everything.
 DEFAULTS = {
     "digits": dict(fp_epochs=30, lr=0.05, schedule="cosine", prune_epochs=12, stages=3,
-                   epochs={"spq": 30, "ppq": 15, "quant-only": 15, "djpq": 12, "picpq": 12},
-                   ft_epochs={"jptp": 3, "djpq": 4},
+                   epochs={"spq": 30, "ppq": 15, "quant-only": 15, "djpq": 15, "picpq": 12},
+                   ft_epochs={"jptp": 3, "djpq": 12},  # djpq: ppq's 27-epoch budget
                    batch_size=64, calib=512),
     "cifar10": dict(fp_epochs=200, lr=0.1, schedule="plateau", prune_epochs=200, stages=2,
                     epochs={"spq": 200, "ppq": 50, "quant-only": 50, "djpq": 100, "picpq": 50},
