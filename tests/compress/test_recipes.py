@@ -68,6 +68,12 @@ def test_recipe_learns_digits(recipe, fp32_digits, tmp_path, run_cli):
     assert acc == pytest.approx(report["compressed_test_acc"], abs=1e-6)
     if recipe != "quant-only":
         assert report["size_reduction"] > 10 and report["bops_reduction"] > 50
+    # `shiftq metrics --ckpt` counts the same figures on the real compressed checkpoint
+    code, text, err = run_cli("metrics", "--ckpt", out / "compressed.pt", "--json")
+    assert code == 0, err
+    met = json.loads(text)
+    for k in ("params", "size_bits", "bops", "size_reduction", "bops_reduction"):
+        assert met[k] == report[k], k
 
 
 @pytest.mark.parametrize("recipe", [r if r == "ppq" else pytest.param(r, marks=pytest.mark.slow)
