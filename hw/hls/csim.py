@@ -147,7 +147,7 @@ def run_tb(exe, data_dir, layers: bool = True, limit: int | None = None, timeout
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     wall = time.time() - t0
-    nodes, images, seconds, result, errors = {}, 0, None, None, []
+    nodes, images, seconds, cpu, result, errors = {}, 0, None, None, None, []
     for ln in r.stdout.splitlines():
         f = ln.split()
         if not f:
@@ -159,6 +159,7 @@ def run_tb(exe, data_dir, layers: bool = True, limit: int | None = None, timeout
                            "first_index": int(f[5]), "got": int(f[6]), "want": int(f[7])}
         elif f[0] == "images":
             images, seconds = int(f[1]), float(f[3])
+            cpu = float(f[5]) if len(f) > 5 else None
         elif f[0] == "result":
             result = f[1]
         elif f[0] == "error":
@@ -167,8 +168,9 @@ def run_tb(exe, data_dir, layers: bool = True, limit: int | None = None, timeout
         msg = errors[0] if errors else (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
         raise UserError(f"the C-simulation testbench failed to run: {msg}")
     return {"pass": result == "PASS", "nodes": nodes, "images": images, "top_seconds": seconds,
-            "wall_seconds": round(wall, 3),
-            "images_per_second": (images / seconds) if seconds else None}
+            "top_cpu_seconds": cpu, "wall_seconds": round(wall, 3),
+            "images_per_second": (images / seconds) if seconds else None,
+            "images_per_cpu_second": (images / cpu) if cpu else None}
 
 
 def csim(build_dir, layers: bool = True, images: int | None = None, random_images: int = 0, seed: int = 0,

@@ -578,6 +578,7 @@ TB_TEMPLATE = r"""// C-simulation testbench: runs {top}() on the images in DATA_
 #include "net.h"
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -647,7 +648,7 @@ int main(int argc, char **argv) {{
     std::vector<long long> yv(SHIFTQ_OUT_SIZE);
     std::vector<Check> checks(N_NODES);
     shiftq_trace_on = layers;
-    double seconds = 0;
+    double seconds = 0, cpu_seconds = 0;
     for (long img = 0; img < n; img++) {{
         const long long *src = &in[img * SHIFTQ_IN_SIZE];
         for (int k = 0; k < SHIFTQ_IN_SIZE; k++) {{
@@ -658,9 +659,12 @@ int main(int argc, char **argv) {{
             x{in_el} = src[k];
         }}
         auto t0 = std::chrono::steady_clock::now();
+        std::clock_t c0 = std::clock();
         {top}(x, y);
+        std::clock_t c1 = std::clock();
         auto t1 = std::chrono::steady_clock::now();
         seconds += std::chrono::duration<double>(t1 - t0).count();
+        cpu_seconds += double(c1 - c0) / CLOCKS_PER_SEC;
         for (int k = 0; k < SHIFTQ_OUT_SIZE; k++) yv[k] = (long long)y{out_el}.to_int64();
         compare(checks[OUT_NODE], img, &yv[0], &want[OUT_NODE][img * NODE_SIZE[OUT_NODE]], SHIFTQ_OUT_SIZE);
         if (layers)
@@ -677,7 +681,7 @@ int main(int argc, char **argv) {{
             std::printf("node %s FAIL %ld %ld %ld %lld %lld\n", NODE_NAMES[k], c.bad, c.first_img, c.first_idx, c.got, c.want);
         }}
     }}
-    std::printf("images %ld seconds %.6f\n", n, seconds);
+    std::printf("images %ld seconds %.6f cpu_seconds %.6f\n", n, seconds, cpu_seconds);
     std::printf("result %s\n", pass ? "PASS" : "FAIL");
     return pass ? 0 : 1;
 }}
