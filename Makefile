@@ -65,5 +65,8 @@ accel-bitstream: $(STAMP)  ## bitstream of the whole-network accelerator of buil
 	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
 	$(PY) -m boards.accel_top --build build/$(MODEL) --board $(BOARD) --seed $(SEED)
 
+hls-csim: $(STAMP)  ## C-simulate build/MODEL/hls (g++) against the golden model, every layer
+	$(SHIFTQ) hls-csim --build build/$(MODEL) --layers
+
 clean:  ## remove build outputs (keeps .venv and runs/)
 	rm -rf build .pytest_cache

@@ -264,47 +264,46 @@ def write(ir: IR, out_dir, images=None, compile_and_check: bool = True, reuse_fa
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    tmp = out_dir  # hls4ml records its output directory in the project: write in place
-    if True:
-        config = create_config(output_dir=str(tmp), project_name=f"{name}_hls4ml", backend="Vivado",
-                               part=part, io_type="io_parallel")
-        config["HLSConfig"] = {"Model": {"Precision": "ap_fixed<32,16>", "ReuseFactor": reuse_factor,
-                                         "Strategy": "Latency"}, "LayerName": prec}
+    tmp = out_dir  # written in place: hls4ml records its output directory inside the project
+    config = create_config(output_dir=str(tmp), project_name=f"{name}_hls4ml", backend="Vivado",
+                           part=part, io_type="io_parallel")
+    config["HLSConfig"] = {"Model": {"Precision": "ap_fixed<32,16>", "ReuseFactor": reuse_factor,
+                                     "Strategy": "Latency"}, "LayerName": prec}
+    with _numpy2_compat():
+        model = ModelGraph.from_layer_list(config, layers, inputs=["x_in"], outputs=[out_layer])
+        model.write()
+    if opt:
+        bl = tmp / "build_lib.sh"
+        bl.write_text(bl.read_text().replace('CFLAGS="-O3 -fPIC"', f'CFLAGS="{opt} -fPIC"'))
+    summary = {"hls4ml_version": hls4ml.__version__, "layers": desc, "project": str(out_dir),
+               "build_opt": opt or "-O3",
+               "exponent_layers": [d["node"] for d in desc if "exponent" in d.get("weights", "")],
+               "fixed_layers": [d["node"] for d in desc if "ap_fixed" in d.get("weights", "")]}
+    if compile_and_check:
+        if images is None:
+            raise UserError("no images to check the hls4ml project with")
+        x = np.asarray(images, dtype=np.int64)
+        if progress:
+            progress(f"compiling the hls4ml project (g++) and predicting {len(x)} images")
+        t1 = time.time()
         with _numpy2_compat():
-            model = ModelGraph.from_layer_list(config, layers, inputs=["x_in"], outputs=[out_layer])
-            model.write()
-        if opt:
-            bl = tmp / "build_lib.sh"
-            bl.write_text(bl.read_text().replace('CFLAGS="-O3 -fPIC"', f'CFLAGS="{opt} -fPIC"'))
-        summary = {"hls4ml_version": hls4ml.__version__, "layers": desc, "project": str(out_dir),
-                   "build_opt": opt or "-O3",
-                   "exponent_layers": [d["node"] for d in desc if "exponent" in d.get("weights", "")],
-                   "fixed_layers": [d["node"] for d in desc if "ap_fixed" in d.get("weights", "")]}
-        if compile_and_check:
-            if images is None:
-                raise UserError("no images to check the hls4ml project with")
-            x = np.asarray(images, dtype=np.int64)
-            if progress:
-                progress(f"compiling the hls4ml project (g++) and predicting {len(x)} images")
-            t1 = time.time()
-            with _numpy2_compat():
-                model.compile()
-                t2 = time.time()
-                y = model.predict(np.ascontiguousarray(_to_channels_last(x).astype(np.float64)))
-                t3 = time.time()
-            y = np.asarray(y, dtype=np.float64).reshape(len(x), -1)
-            want = golden.run(ir, x, quantized=True).reshape(len(x), -1)
-            yi = np.rint(y).astype(np.int64)
-            integral = bool(np.all(y == yi))
-            same = np.all(yi == want, axis=1)
-            summary["check"] = {
-                "images": int(len(x)), "bit_exact_images": int(same.sum()),
-                "bit_exact_fraction": float(same.mean()), "outputs_integral": integral,
-                "same_prediction": float((yi.argmax(1) == want.argmax(1)).mean()),
-                "max_abs_diff": int(np.abs(yi - want).max()) if len(x) else 0,
-                "compile_seconds": round(t2 - t1, 1), "predict_seconds": round(t3 - t2, 3)}
-        summary["seconds"] = round(time.time() - t0, 1)
-        (tmp / "shiftq_hls4ml.json").write_text(json.dumps(summary, indent=1) + "\n")
+            model.compile()
+            t2 = time.time()
+            y = model.predict(np.ascontiguousarray(_to_channels_last(x).astype(np.float64)))
+            t3 = time.time()
+        y = np.asarray(y, dtype=np.float64).reshape(len(x), -1)
+        want = golden.run(ir, x, quantized=True).reshape(len(x), -1)
+        yi = np.rint(y).astype(np.int64)
+        integral = bool(np.all(y == yi))
+        same = np.all(yi == want, axis=1)
+        summary["check"] = {
+            "images": int(len(x)), "bit_exact_images": int(same.sum()),
+            "bit_exact_fraction": float(same.mean()), "outputs_integral": integral,
+            "same_prediction": float((yi.argmax(1) == want.argmax(1)).mean()),
+            "max_abs_diff": int(np.abs(yi - want).max()) if len(x) else 0,
+            "compile_seconds": round(t2 - t1, 1), "predict_seconds": round(t3 - t2, 3)}
+    summary["seconds"] = round(time.time() - t0, 1)
+    (tmp / "shiftq_hls4ml.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
