@@ -14,6 +14,9 @@ def add_arguments(p):
                    help="no checkpoint: export an untrained, 30%%-pruned, quantized MODEL on synthetic "
                         "data (hardware testing only; accuracy is meaningless)")
     p.add_argument("--prune", type=float, default=0.3, help="prune ratio of a --dry-run model")
+    p.add_argument("--mult-bits", default="auto",
+                   help="requant multiplier width: auto (narrowest of 16, 20, 24 meeting the golden-vs-PyTorch "
+                        "agreement contract) or a number from 8 to 31")
     p.add_argument("--backends", help="comma-separated backends to run (default: all available)")
     p.add_argument("--hls4ml", action="store_true",
                    help="also write OUT/hls4ml, an hls4ml project (uniform-activation models), and check "
@@ -34,10 +37,12 @@ def run(args):
         if args.dry_run not in MODELS:
             raise UserError(f"unknown model {args.dry_run!r}: choose one of {', '.join(MODELS)}")
         check_prune_ratio(args.prune)
+    if args.mult_bits != "auto" and not (args.mult_bits.isdigit() and 8 <= int(args.mult_bits) <= 31):
+        raise UserError(f"--mult-bits must be auto or a number from 8 to 31, got {args.mult_bits!r}")
     backends = args.backends.split(",") if args.backends else None
     rep = export(args.ckpt, args.out, data_name=args.data, data_dir=args.data_dir, vectors=args.vectors,
                  eval_limit=args.eval_limit, dry_run_model_name=args.dry_run, prune=args.prune,
-                 backends=backends)
+                 backends=backends, mult_bits=args.mult_bits)
     ag = rep["agreement"]
     m = rep["metrics"]
     if rep.get("dry_run"):

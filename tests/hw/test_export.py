@@ -116,3 +116,27 @@ def test_failed_export_leaves_previous_output_intact(tmp_path, digitnet_export, 
         export(None, str(out), dry_run_model_name="digitnet", vectors=8, progress=lambda *a: None)
     assert _files(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".digitnet")]
+
+
+def test_mult_bits_auto_escalates_until_the_contract_holds(tmp_path, monkeypatch):
+    import shiftq.export as ex
+    monkeypatch.setattr(ex, "AGREE_MIN", 1.01)  # unreachable: every width is tried, the verdict is FAIL
+    rep = ex.export(None, str(tmp_path / "e"), dry_run_model_name="digitnet", vectors=2, backends=[],
+                    progress=lambda *a: None)
+    assert [t["mult_bits"] for t in rep["agreement"]["tried"]] == [16, 20, 24]
+    assert rep["agreement"]["verdict"].startswith("FAIL")
+    g = json.loads((tmp_path / "e" / "model.json").read_text())
+    assert {n["requant"]["mult_bits"] for n in g["nodes"] if n.get("requant")} == {24}
+
+
+def test_explicit_mult_bits(run_cli, tmp_path):
+    code, out, _ = run_cli("export", "--dry-run", "digitnet", "--out", tmp_path / "e", "--mult-bits", "20",
+                           "--backends", "none")
+    assert code == 0
+    g = json.loads((tmp_path / "e" / "model.json").read_text())
+    m = np.load(tmp_path / "e" / "weights.npz")
+    for n in g["nodes"]:
+        if n.get("requant") and n["requant"]["shift"] > 0:
+            assert n["requant"]["mult_bits"] == 20
+            assert np.abs(m[n["requant"]["mult"]]).max() < 2 ** 19
+    assert run_cli("export", "--dry-run", "digitnet", "--out", tmp_path / "f", "--mult-bits", "99")[0] == 2
