@@ -23,7 +23,7 @@ DRY_RUN_HINT = ("To compress on real CIFAR-10 instead: put cifar-10-batches-py u
                 "MODEL --data cifar10 --recipe ppq --out runs/MODEL`, then `make export MODEL=MODEL`.")
 
 
-def dry_run_model(name: str, prune: float = 0.3, seed: int = 0):
+def dry_run_model(name: str, prune: float = 0.3, seed: int = 0, quant: str = "apot"):
     """An untrained, structurally pruned, fully quantized zoo model with batch-norm
     statistics and activation ranges set from synthetic data: hardware testing only."""
     import torch
@@ -36,7 +36,7 @@ def dry_run_model(name: str, prune: float = 0.3, seed: int = 0):
 
     torch.manual_seed(seed)
     model = build_model(name, widths=uniform_pruned_widths(name, prune))
-    wrap(model, default_qconfig(model))
+    wrap(model, default_qconfig(model, quant=quant))
     data = get_data("synthetic", model, seed=seed)
     x = data.calibration(64)
     # batch-norm statistics from the data, then each act quantizer's range from what it sees
@@ -77,7 +77,8 @@ def _torch_logits(model, x, batch=256):
 
 def export(ckpt: str | None, out: str, data_name: str | None = None, data_dir=None,
            vectors: int = 16, eval_limit: int | None = None, dry_run_model_name: str | None = None,
-           prune: float = 0.3, backends=None, progress=print, mult_bits="auto") -> dict:
+           prune: float = 0.3, backends=None, progress=print, mult_bits="auto",
+           quant: str = "apot") -> dict:
     import torch
 
     from compress.checkpoint import load_checkpoint, load_model
@@ -94,8 +95,8 @@ def export(ckpt: str | None, out: str, data_name: str | None = None, data_dir=No
     torch.set_num_threads(max(1, torch.get_num_threads()))
     dry = dry_run_model_name is not None
     if dry:
-        progress(f"HARDWARE DRY RUN: {dry_run_model_name} pruned {prune:g}, untrained, synthetic data")
-        model, data = dry_run_model(dry_run_model_name, prune)
+        progress(f"HARDWARE DRY RUN: {dry_run_model_name} pruned {prune:g}, {quant}, untrained, synthetic data")
+        model, data = dry_run_model(dry_run_model_name, prune, quant=quant)
         data_name = "synthetic"
         source = {"checkpoint": None, "sha256": None, "recipe": "dry-run", "data": "synthetic"}
     else:

@@ -14,6 +14,8 @@ def add_arguments(p):
                    help="no checkpoint: export an untrained, 30%%-pruned, quantized MODEL on synthetic "
                         "data (hardware testing only; accuracy is meaningless)")
     p.add_argument("--prune", type=float, default=0.3, help="prune ratio of a --dry-run model")
+    p.add_argument("--quant", default="apot", choices=("apot", "pot", "uniform"),
+                   help="weight scheme of a --dry-run model (default apot)")
     p.add_argument("--mult-bits", default="auto",
                    help="requant multiplier width: auto (narrowest of 16, 20, 24 meeting the golden-vs-PyTorch "
                         "agreement contract) or a number from 8 to 31")
@@ -42,7 +44,8 @@ def run(args):
     backends = args.backends.split(",") if args.backends else None
     rep = export(args.ckpt, args.out, data_name=args.data, data_dir=args.data_dir, vectors=args.vectors,
                  eval_limit=args.eval_limit, dry_run_model_name=args.dry_run, prune=args.prune,
-                 backends=backends, mult_bits=args.mult_bits)
+                 backends=backends, mult_bits=args.mult_bits,
+                 quant=args.quant)
     ag = rep["agreement"]
     m = rep["metrics"]
     if rep.get("dry_run"):
