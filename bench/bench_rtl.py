@@ -24,11 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DOC = ("Layer engines of the exported digitnet in Verilator: cycles per layer against the "
-       "MAC bound MACs / PEs (utilisation), every output word checked against the golden "
-       "model, and simulator speed in cycles per second.")
-
-
 def _export_dir(tmp: Path) -> tuple[Path, str]:
     d = ROOT / "build" / "digitnet"
     if (d / "model.json").exists() and (d / "vectors.npz").exists():
@@ -85,8 +80,6 @@ def run(quick: bool = False) -> dict:
         w = sum(b for _, b in speeds[s])
         res[f"{s}_cycles_per_s"] = round(c / w) if w else None
     res["duration_s"] = round(time.time() - t0, 1)
-    res["doc"] = DOC
-    res["markdown"] = markdown(res)
     return res
 
 
@@ -104,5 +97,5 @@ def markdown(res: dict) -> str:
 if __name__ == "__main__":
     import json
     r = run(quick="--quick" in sys.argv)
-    print(r["markdown"])
-    print(json.dumps({k: v for k, v in r.items() if k not in ("layers", "markdown")}, indent=1))
+    print(markdown(r))
+    print(json.dumps({k: v for k, v in r.items() if k != "layers"}, indent=1))
