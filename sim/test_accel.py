@@ -94,7 +94,7 @@ class AccelDriver:
         d.step_mode.value = 1 if check_layers else 0
         await self.send(img["input"])
         layers = {}
-        timeout = 10 * self.c["cycle_budget"] + 10000
+        timeout = 20 * self.c["cycle_budget"] + 100000  # ns: twice the plan's cycle estimate
         for _ in range(len(self.c["steps"]) + 1):
             await self.wait_event(timeout)
             if int(d.out_valid.value):
