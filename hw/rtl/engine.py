@@ -51,7 +51,7 @@ from amaranth.lib.wiring import In, Out
 from .pe import ShiftAddPE, MultiplierPE, _decode, shift_bits, term_bits, value_width
 from .requant import RequantUnit, act_from_node
 
-__all__ = ["LayerSpec", "layer_spec", "LayerEngine", "read_mem", "choose_parallelism"]
+__all__ = ["LayerSpec", "layer_spec", "LayerEngine", "read_mem", "choose_parallelism", "weight_rom_words"]
 
 
 def _bits_signed(lo: int, hi: int) -> int:
@@ -80,10 +80,11 @@ def choose_parallelism(out_ch: int, in_ch: int, po_max: int = 16, pi_max: int = 
 def read_mem(path, count: int | None = None) -> list[int]:
     """Words of a `$readmemh` file (one hex word per line, // comments allowed)."""
     words = []
-    for line in open(path):
-        line = line.split("//")[0].strip()
-        if line:
-            words.extend(int(tok, 16) for tok in line.split())
+    with open(path) as fh:
+        for line in fh:
+            line = line.split("//")[0].strip()
+            if line:
+                words.extend(int(tok, 16) for tok in line.split())
     if count is not None and len(words) != count:
         raise ValueError(f"{path}: {len(words)} words, expected {count}")
     return words
@@ -217,6 +218,29 @@ def layer_spec(ir, name: str, *, po_max: int = 16, pi_max: int = 4, words=None,
         PO=PO or po, PI=PI or pi, pe=pe)
 
 
+def weight_rom_words(s: LayerSpec, lane: int) -> list[int]:
+    """Lane `lane`'s weight ROM: PI sub-words per entry, in (og, ig, ky, kx) order."""
+    if s.pe == "shift":
+        src, sw = s.words, term_bits(s.max_shift) * s.terms
+    else:
+        src, sw = s.weights, s.weight_bits
+    mask = (1 << sw) - 1
+    out = []
+    for og in range(s.OG):
+        o = og * s.PO + lane
+        for ig in range(s.IG):
+            for ky in range(s.KH):
+                for kx in range(s.KW):
+                    word = 0
+                    for b in range(s.PI):
+                        i = ig * s.PI + b
+                        if o < s.O and i < s.C:
+                            v = src[((o * s.C + i) * s.KH + ky) * s.KW + kx]
+                            word |= (int(v) & mask) << (b * sw)
+                    out.append(word)
+    return out
+
+
 class LayerEngine(wiring.Component):
     """A PO x PI PE array computing one conv2d / linear node (see the module docstring).
 
@@ -255,27 +279,7 @@ class LayerEngine(wiring.Component):
     # ------------------------------------------------------------ tables
 
     def weight_rom_init(self, lane: int) -> list[int]:
-        """Lane `lane`'s ROM words: PI sub-words each, in (og, ig, ky, kx) order."""
-        s = self.spec
-        if s.pe == "shift":
-            src, sw = s.words, term_bits(s.max_shift) * s.terms
-        else:
-            src, sw = s.weights, s.weight_bits
-        mask = (1 << sw) - 1
-        out = []
-        for og in range(s.OG):
-            o = og * s.PO + lane
-            for ig in range(s.IG):
-                for ky in range(s.KH):
-                    for kx in range(s.KW):
-                        word = 0
-                        for b in range(s.PI):
-                            i = ig * s.PI + b
-                            if o < s.O and i < s.C:
-                                v = src[((o * s.C + i) * s.KH + ky) * s.KW + kx]
-                                word |= (int(v) & mask) << (b * sw)
-                        out.append(word)
-        return out
+        return weight_rom_words(self.spec, lane)
 
     def elaborate(self, platform):
         s = self.spec

@@ -96,15 +96,14 @@ def test_choose_parallelism_fewest_groups_then_fewest_pes():
 
 def test_weight_rom_layout(rand_ir):
     """Lane l, address og*S + (ig*KH + ky)*KW + kx, sub-word b = w[og*PO+l, ig*PI+b, ky, kx]."""
-    from hw.rtl.engine import LayerEngine, layer_spec
+    from hw.rtl.engine import layer_spec, weight_rom_words
     from hw.rtl.pe import term_bits
     ir, _ = rand_ir
     spec = layer_spec(ir, "c2", po_max=4, pi_max=3)
-    eng = LayerEngine(spec)
     sw = term_bits(spec.max_shift) * spec.terms
     words = np.asarray(spec.words, dtype=object).reshape(spec.O, spec.C, spec.KH, spec.KW)
     for l in range(spec.PO):
-        rom = eng.weight_rom_init(l)
+        rom = weight_rom_words(spec, l)
         assert len(rom) == spec.OG * spec.steps
         for og in range(spec.OG):
             for ig in range(spec.IG):
