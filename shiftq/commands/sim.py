@@ -13,6 +13,8 @@ def add_arguments(p):
     p.add_argument("--sample", type=int, default=0, help="which golden vector of vectors.npz to use")
     p.add_argument("--po", type=int, default=16, help="max output-channel parallelism PO (PEs = PO x PI)")
     p.add_argument("--pi", type=int, default=4, help="max input-channel parallelism PI")
+    p.add_argument("--pe", choices=["shift", "mult"], default="shift",
+                   help="PE type: shift-add on the table words (default) or the multiplier baseline")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -65,7 +67,7 @@ def run(args):
     for name in names:
         for s in sims:
             r = check_layer(ir, name, env, s, po_max=args.po, pi_max=args.pi, words=words.get(name),
-                            sample=0)
+                            sample=0, pe=args.pe)
             rows.append(r)
             if not args.json:
                 res = "PASS" if r.get("passed") else "FAIL"

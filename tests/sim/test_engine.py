@@ -41,6 +41,15 @@ def test_engine_random_layer(sim, layer, rand_ir):
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
+def test_engine_multiplier_pe_variant(sim, rand_ir):
+    """The same engine with multiplier PEs (plain integer weights in the ROMs): the
+    baseline datapath is bit-exact too, so the synthesis comparison compares like with like."""
+    ir, env = rand_ir
+    r = check_layer(ir, "c2", env, sim, po_max=4, pi_max=2, pe="mult")
+    assert r["passed"], {k: r.get(k) for k in ("error", "mismatches", "first_mismatches")}
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
 def test_flipped_weight_bit_is_reported(sim, rand_ir):
     """Flip the sign bit of one term in the weight table: the testbench must report
     exactly the output words the golden model says change, and fail."""
