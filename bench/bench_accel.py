@@ -18,14 +18,13 @@ def _synth(model, board):
         return None
     u = json.loads(f.read_text())
     out = {"utilization_json": str(f.relative_to(ROOT))}
+    res = u.get("resources", u)
     for k in ("lut4", "ff", "bram", "spram", "dsp"):
-        v = u.get(k)
+        v = res.get(k)
         if isinstance(v, dict):
             out[k] = v.get("used")
-    fmax = u.get("fmax") or {}
-    vals = [c.get("achieved_mhz") or c.get("mhz") for c in fmax.values()] if isinstance(fmax, dict) else []
-    vals = [v for v in vals if v]
-    out["fmax_mhz"] = min(vals) if vals else None
+    out["fmax_mhz"] = u.get("fmax_mhz")
+    out["timing_met"] = u.get("timing_met")
     return out
 
 
