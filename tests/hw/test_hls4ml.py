@@ -1,6 +1,5 @@
 """hls4ml interop: a project for a PoT digitnet, built through hls4ml's Python API, whose
 own C simulation (compile() / predict()) is compared with the golden model."""
-import functools
 import json
 
 import numpy as np
@@ -14,16 +13,11 @@ from shiftq.errors import UserError
 @pytest.fixture(scope="session")
 def pot_digitnet(tmp_path_factory):
     """A dry-run digitnet with PoT W4 weights and uniform A4 activations (quant="pot")."""
-    import compress.quant as cq
     from shiftq.export import export
 
     out = tmp_path_factory.mktemp("pot") / "digitnet_pot"
-    orig = cq.default_qconfig
-    cq.default_qconfig = functools.partial(orig, quant="pot")
-    try:
-        export(None, str(out), dry_run_model_name="digitnet", vectors=16, backends=[], progress=lambda *a: None)
-    finally:
-        cq.default_qconfig = orig
+    export(None, str(out), dry_run_model_name="digitnet", quant="pot", vectors=16, backends=[],
+           progress=lambda *a: None)
     return out
 
 
