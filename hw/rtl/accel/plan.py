@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hw.ir import bits_signed
 from shiftq.errors import UserError
 
 __all__ = ["Step", "Plan", "make_plan", "check_budget", "DEVICES", "DoesNotFit", "memory_blocks",
@@ -43,13 +44,6 @@ class PlanError(UserError):
 
 class DoesNotFit(UserError):
     """The plan's memories need more RAM than the device has."""
-
-
-def _bits_signed(lo: int, hi: int) -> int:
-    b = 1
-    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
-        b += 1
-    return b
 
 
 def _shift_bits(max_shift: int) -> int:
@@ -374,11 +368,11 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
         pass
     # threshold tables padded with a value no y reaches (act off -> never counted)
     tmax = max([t for tb in thr_tables for t in tb] + [1])
-    thr_bits = _bits_signed(0, tmax + 1)
+    thr_bits = bits_signed(0, tmax + 1)
     thr_tables = [tb + [(1 << (thr_bits - 1)) - 1] * (NT - len(tb)) for tb in thr_tables] or [[1] * NT]
     if not level_tables:
         level_tables = [list(range(16))]
-    cb = {k: _bits_signed(min(v + [0]), max(v + [0])) for k, v in consts.items()}
+    cb = {k: bits_signed(min(v + [0]), max(v + [0])) for k, v in consts.items()}
     outt = ir.tensor(out_name)
     inp = ir.tensor("input")
     return Plan(name=ir.graph["name"], PO=po, PX=px, steps=steps, act_bits=act_bits,
