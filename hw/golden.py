@@ -47,25 +47,42 @@ def _values(ir: IR, name: str, data: np.ndarray) -> np.ndarray:
     return data
 
 
+def _exact_dtype(acc_bits: int):
+    """The cheapest dtype in which every partial sum of a dot product bounded by
+    `acc_bits` is an exactly represented integer."""
+    if acc_bits <= 24:
+        return np.float32
+    if acc_bits <= 53:
+        return np.float64
+    return np.int64
+
+
 def _exact_matmul(a: np.ndarray, b: np.ndarray, acc_bits: int) -> np.ndarray:
     """a @ b for integer arrays, exact, via float BLAS when the bound allows it."""
-    if acc_bits <= 24:
-        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.int64)
-    if acc_bits <= 53:
-        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
-    return a.astype(np.int64) @ b.astype(np.int64)
+    dt = _exact_dtype(acc_bits)
+    return (a.astype(dt) @ b.astype(dt)).astype(np.int64)
 
 
 def _conv2d(ir, n, v):
+    """Accumulated over the KH*KW kernel offsets, each a (pixels x C) @ (C x O) product
+    on a channels-last view: no im2col copy. Exact: every partial sum is bounded by the
+    declared accumulator width (see _exact_dtype)."""
     w = ir.array(n["weight"]["key"])  # [O, I, KH, KW]
     o, i, kh, kw = w.shape
     s, p = n["stride"], n["padding"]
-    v = np.pad(v, ((0, 0), (0, 0), (p, p), (p, p)))
-    win = np.lib.stride_tricks.sliding_window_view(v, (kh, kw), axis=(2, 3))[:, :, ::s, ::s]
-    nb, _, ho, wo = win.shape[:4]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(nb * ho * wo, i * kh * kw)
-    acc = _exact_matmul(cols, w.reshape(o, -1).T, n["acc_bits"])
-    return acc.reshape(nb, ho, wo, o).transpose(0, 3, 1, 2)
+    dt = _exact_dtype(n["acc_bits"])
+    nb, _, h, wd = v.shape
+    ho, wo = (h + 2 * p - kh) // s + 1, (wd + 2 * p - kw) // s + 1
+    vp = np.zeros((nb, h + 2 * p, wd + 2 * p, i), dtype=dt)
+    vp[:, p:p + h, p:p + wd, :] = v.transpose(0, 2, 3, 1)
+    wt = w.astype(dt).transpose(2, 3, 1, 0)  # [KH, KW, I, O]
+    acc = np.zeros((nb * ho * wo, o), dtype=dt)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = vp[:, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s, :]
+            # one 2-D BLAS product per offset (a strided 4-D matmul would not use BLAS)
+            acc += np.ascontiguousarray(patch).reshape(-1, i) @ wt[ky, kx]
+    return acc.astype(np.int64).reshape(nb, ho, wo, o).transpose(0, 3, 1, 2)
 
 
 def _linear(ir, n, v):
@@ -89,7 +106,11 @@ def _requant(ir, n, acc, env):
         return y
     if act["scheme"] == "uniform":
         return np.clip(y, 0, (1 << out["bits"]) - 1)
-    return np.searchsorted(np.asarray(act["thresholds"], dtype=np.int64), y, side="right").astype(np.int64)
+    thr = np.asarray(act["thresholds"], dtype=np.int64)
+    # code = #{k: y >= thr[k]}, through a table over [0, thr[-1]] (thresholds are >= 1,
+    # so everything below 0 is code 0 and everything from thr[-1] up is the top code)
+    table = np.searchsorted(thr, np.arange(int(thr[-1]) + 1), side="right")
+    return table[np.clip(y, 0, int(thr[-1]))].astype(np.int64)
 
 
 def run_node(ir: IR, n: dict, env: dict) -> np.ndarray:
