@@ -14,15 +14,7 @@ from cocotb.triggers import ClockCycles, Timer
 from boards import protocol
 from boards.host import Client
 from boards.simuart import SimTransport, UartDriver, UartMonitor
-from sim.runner import load_case, write_report
-
-_results = {}
-
-
-def _report(name, ok, **info):
-    _results[name] = {"passed": bool(ok), **info}
-    write_report({"passed": all(r["passed"] for r in _results.values()), "tests": _results})
-
+from sim.runner import load_case, report_test as _report
 
 async def _setup(dut):
     case = load_case()

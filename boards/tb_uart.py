@@ -1,7 +1,7 @@
 """cocotb tests of `UARTRx` / `UARTTx` (top: `UARTPair`, both side by side).
 
 Run through `sim.runner.run_test(..., "boards.tb_uart", sim, case)`; `case` holds
-`divisor`, `clk_ns` and `seed`. Each test writes its findings with `write_report`.
+`divisor`, `clk_ns` and `seed`. Each test records its findings with `sim.runner.report_test`.
 """
 import random
 
@@ -10,15 +10,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
 from boards.simuart import UartDriver, UartMonitor
-from sim.runner import load_case, write_report
-
-_results = {}
-
-
-def _report(name, ok, **info):
-    _results[name] = {"passed": bool(ok), **info}
-    write_report({"passed": all(r["passed"] for r in _results.values()), "tests": _results})
-
+from sim.runner import load_case, report_test as _report
 
 async def _setup(dut):
     case = load_case()

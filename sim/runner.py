@@ -352,3 +352,13 @@ if __name__ == "__main__":  # `python -m sim.runner`: what would run here
     for s in SIM_NAMES:
         print(f"{s:10s} {missing_reason(s) or 'available'}")
     sys.exit(0)
+
+
+_reported: dict = {}
+
+
+def report_test(name: str, ok: bool, **info) -> None:
+    """Inside a cocotb module with several tests: record one test's outcome and rewrite
+    the report as {"passed": all passed so far, "tests": {name: {...}}}."""
+    _reported[name] = {"passed": bool(ok), **info}
+    write_report({"passed": all(r["passed"] for r in _reported.values()), "tests": _reported})
