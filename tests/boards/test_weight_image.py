@@ -52,7 +52,7 @@ def test_refusals():
         encode([-1], 8, 0)
     with pytest.raises(ImageError, match="design id"):
         encode([1], 8, 1 << 32)
-    with pytest.raises(ImageError, match="bits above"):
+    with pytest.raises(ImageError, match="bits set above bit 3"):
         decode(header(4, 1, 0) + b"\x10")
 
 
