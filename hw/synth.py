@@ -24,6 +24,19 @@ variables amaranth-boards reads (`YOSYS`, `NEXTPNR_ICE40`, `NEXTPNR_ECP5`, `ICEP
 per tool, ~220 MB) into `YOWASP_CACHE_DIR`, which is pinned here to the user cache
 directory (`~/.cache/YoWASP`) unless already set, so every run reuses it.
 
+iCE40 SPRAM (`spram=True`, the default; ECP5 builds are unaffected): yosys gets
+`synth_ice40 -spram`, but that alone infers no SB_SPRAM256KA (checked with yosys 0.70:
+the SPRAM is a "huge" RAM kind that memory_libmap only uses on request, and it has no
+initialisation). A memory goes to SPRAM when all three hold: it carries the attribute
+`ram_style = "huge"` (`amaranth.lib.memory.Memory(..., attrs=SPRAM_ATTRS)`), it has one
+address (a write port and a synchronous read port driven by the same address signal,
+read enable low while writing: one single-port `srsw` port; separate read and write
+addresses leave it in EBR or fail), and it has no initial contents. Amaranth writes a
+`$meminit_v2` of zeros for every memory, so `synthesize` removes that cell from each
+`ram_style = "huge"` memory (`strip_spram_init`), and refuses a non-zero one: such
+contents must come from a boot-time loader (`boards.flash_loader`). `yosys_cells` runs
+yosys alone (no place and route) to check which cells a component maps to.
+
 This module imports neither torch nor (at import time) amaranth_boards.
 """
 from __future__ import annotations
@@ -42,8 +55,12 @@ from shiftq.errors import UserError
 
 __all__ = [
     "BOARDS", "Board", "get_board", "tool_command", "synthesize", "synthesize_component",
-    "RegisteredHarness", "DoesNotFit", "SynthFailed", "format_summary",
+    "RegisteredHarness", "DoesNotFit", "SynthFailed", "format_summary", "SPRAM_ATTRS", "strip_spram_init",
+    "yosys_cells",
 ]
+
+#: attributes of an `amaranth.lib.memory.Memory` that should become iCE40 SPRAM
+SPRAM_ATTRS = {"ram_style": "huge"}
 
 
 class DoesNotFit(UserError):
@@ -162,12 +179,15 @@ def _set_clock(text: str, family: str, mhz: float) -> str:
                   lambda m: f"{m.group(1)}{mhz * 1e6}{m.group(2)}", text, flags=re.M)
 
 
-def synthesize(top, board, out_dir, *, name="top", seed=1, clock_mhz=None, dsp=True,
+def synthesize(top, board, out_dir, *, name="top", seed=1, clock_mhz=None, dsp=True, spram=True,
                keep_hierarchy=(), tools=None, timeout=None, quiet=False) -> dict:
     """Build `top` (a board top-level) for `board` into `out_dir`; return utilization.json's dict.
 
     `clock_mhz` replaces the board clock's constraint (the oscillator frequency by default).
     `dsp`: let yosys map multipliers to DSP blocks (iCE40 `-dsp`; ECP5 `-nodsp` when False).
+    `spram` (iCE40 only): `synth_ice40 -spram`, and memories with `ram_style = "huge"`
+    lose their (all-zero) initial contents so yosys maps them to SB_SPRAM256KA (module
+    docstring); a huge memory with non-zero contents raises UserError.
     `keep_hierarchy`: Amaranth module paths (e.g. "top.dut") kept as separate modules so
     their own cells are counted. Raises DoesNotFit / SynthFailed (UserErrors) on failure;
     unmet timing is not an error: a WARNING line on stderr and `timing_met: false`.
@@ -182,6 +202,8 @@ def synthesize(top, board, out_dir, *, name="top", seed=1, clock_mhz=None, dsp=T
     synth_opts = []
     if board.family == "ice40" and dsp:
         synth_opts.append("-dsp")
+    if board.family == "ice40" and spram:
+        synth_opts.append("-spram")
     if board.family == "ecp5" and not dsp:
         synth_opts.append("-nodsp")
     after_read = "\n".join(f"setattr -mod -set keep_hierarchy 1 {m}" for m in keep_hierarchy)
@@ -196,6 +218,8 @@ def synthesize(top, board, out_dir, *, name="top", seed=1, clock_mhz=None, dsp=T
             continue
         if fname == cons_name and clock_mhz:
             content = _set_clock(content, board.family, clock_mhz)
+        if fname == f"{name}.il" and board.family == "ice40" and spram:
+            content, _ = strip_spram_init(content)
         (out / fname).write_text(content)
     t_prep = time.monotonic() - t_start
 
@@ -258,6 +282,98 @@ def synthesize(top, board, out_dir, *, name="top", seed=1, clock_mhz=None, dsp=T
                       f"{c['achieved_mhz']:.1f} MHz, constraint {c['constraint_mhz']:.1f} MHz "
                       f"(seed {seed}; see {out / 'nextpnr.log'})", file=sys.stderr)
     return util
+
+
+_HUGE = re.compile(r'^\s*attribute\s+\\ram_style\s+"(huge|ultra)"\s*$')
+_MEMORY = re.compile(r"^\s*memory\s.*\s(\S+)\s*$")
+_MEMID = re.compile(r'^\s*parameter\s+\\MEMID\s+"(.*)"\s*$')
+
+
+def strip_spram_init(rtlil: str) -> tuple[str, list[str]]:
+    """Remove the `$meminit_v2` cells of every memory marked `ram_style = "huge"` (or
+    "ultra") in RTLIL text, so yosys may map it to iCE40 SPRAM, which has no initial
+    contents. Returns (text, ["module/memory", ...] stripped). Raises UserError when such
+    a memory has non-zero (or partly defined) initial contents: SPRAM cannot hold them."""
+    lines = rtlil.split("\n")
+    huge: dict = {}                      # module -> {memory name}
+    module, attrs = None, []
+    for ln in lines:
+        st = ln.strip()
+        if st.startswith("module "):
+            module = st.split()[1]
+            huge.setdefault(module, set())
+        if st.startswith("attribute "):
+            attrs.append(ln)
+            continue
+        if _MEMORY.match(ln) and any(_HUGE.match(a) for a in attrs):
+            huge[module].add(_MEMORY.match(ln).group(1))
+        attrs = []
+    out, stripped, pending = [], [], []
+    module, k = None, 0
+    while k < len(lines):
+        ln = lines[k]
+        st = ln.strip()
+        if st.startswith("module "):
+            module = st.split()[1]
+        if st.startswith("attribute "):
+            pending.append(ln)
+            k += 1
+            continue
+        if st.startswith("cell $meminit"):
+            end = k
+            while lines[end].strip() != "end":
+                end += 1
+            block = lines[k:end + 1]
+            memid = next((m.group(1) for b in block if (m := _MEMID.match(b))), None)
+            name = memid.replace("\\\\", "\\") if memid is not None else None
+            if name is not None and name in huge.get(module, ()):
+                data = next((b.strip().split(None, 2)[2] for b in block if b.strip().startswith("connect \\DATA ")), "")
+                bits = data.split("'", 1)[1] if "'" in data else data
+                if set(bits) - {"0", "x"}:
+                    raise UserError(f"memory {name.lstrip(chr(92))} in {module.lstrip(chr(92))} is marked for SPRAM "
+                                    f"(ram_style huge) but has non-zero initial contents, which SPRAM cannot "
+                                    f"hold: load them at boot (boards/flash_loader.py) instead")
+                stripped.append(f"{module.lstrip(chr(92))}/{name.lstrip(chr(92))}")
+                pending = []
+                k = end + 1
+                continue
+        out.extend(pending)
+        pending = []
+        out.append(ln)
+        k += 1
+    out.extend(pending)
+    return "\n".join(out), stripped
+
+
+def yosys_cells(component, board="icebreaker", out_dir=None, *, spram=True, dsp=True, tools=None) -> dict:
+    """yosys alone (no place and route) on an Amaranth component: its cells by type
+    (`num_cells_by_type` of `stat -json`), with the same SPRAM handling as `synthesize`."""
+    import tempfile
+
+    from amaranth.back import rtlil as _rtlil
+
+    board = get_board(board) if isinstance(board, str) else board
+    text = _rtlil.convert(component, name="top")
+    opts = []
+    if board.family == "ice40":
+        if spram:
+            text, _ = strip_spram_init(text)
+            opts.append("-spram")
+        if dsp:
+            opts.append("-dsp")
+        synth = "synth_ice40"
+    else:
+        synth = "synth_ecp5" + ("" if dsp else " -nodsp")
+    out = Path(out_dir or tempfile.mkdtemp(prefix="yosys-cells-"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "top.il").write_text(text)
+    (out / "top.ys").write_text(f"read_rtlil top.il\n{synth} {' '.join(opts)} -top top\n"
+                                f"tee -q -o stat.json stat -json\n")
+    rc, _ = _run(tool_command("yosys", tools) + ["-q", "-l", "yosys.log", "top.ys"], out, "yosys", "yosys")
+    if rc != 0:
+        errs = _errors(out / "yosys.log") or [f"exit code {rc}"]
+        raise SynthFailed(f"yosys failed: {errs[0]} (log: {out / 'yosys.log'})")
+    return json.loads((out / "stat.json").read_text())["design"]["num_cells_by_type"]
 
 
 def _first_version(log: Path, word: str):
