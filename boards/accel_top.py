@@ -10,8 +10,23 @@ a write of element k goes to the accelerator's input stream (the bridge writes
 elements in order), the run starts by itself after the last element, and
 `out_addr` reads logit `out_addr` (or the class at `n_out`).
 
-`accel_top(board, build_dir)` is the board top-level (`boards.top.BoardTop`) for
-`make accel-bitstream` / `shiftq synth`-like flows.
+`accel_top(board, build_dir)` is the board top-level (`AccelBoardTop`: `boards.top.BoardTop`
+plus, where needed, the boot-time weight loader) for `make accel-bitstream` /
+`shiftq synth`-like flows.
+
+**Weights loaded at boot (iCEBreaker).** When the plan says `plan.weights_loaded` (the
+accelerator then keeps its weights in SPRAM, which the bitstream cannot initialise, and
+has the ports `wl_addr`, `wl_data`, `wl_en`, `wl_done`), `AccelCore` exposes those
+ports and `AccelBoardTop` puts a `boards.flash_loader.FlashLoader` between the flash
+pins (`spi_flash_1x`: SCK pin 15, SS pin 16, IO0/COPI pin 14, IO1/CIPO pin 17; WP# and
+HOLD# held high) and them: the words `plan.loaded_words` (`plan.loaded_word_bits` each)
+come from the weight image that `shiftq flash` writes at `boards.weight_image.FLASH_OFFSET`.
+`wl_done` is the loader's `done`: the accelerator does not start before it. The image's
+design-id field is `BoardNetwork.weights_id` (CRC-32 of the image's words, seeded with
+the protocol design id), so weights of another export *or another PE array* are refused.
+Status on the break-off LED section of the iCEBreaker (PMOD2): LED 2 = weights loaded,
+LED 3 = no valid image (the board then never answers a run; reflash with `shiftq flash`).
+Plans without `weights_loaded` (today's accelerator) build exactly as before.
 """
 from __future__ import annotations
 
@@ -24,12 +39,29 @@ import numpy as np
 from boards import protocol
 from shiftq.errors import UserError
 
-# PO x PX per board (see docs/accelerator.md for why)
-PARALLELISM = {"icebreaker": (4, 1), "ulx3s-85f": (12, 4)}
+# make_plan keyword arguments per board (the PE array; see docs/accelerator.md for why)
+PARALLELISM = {
+    "icebreaker": dict(po=4, px=1),
+    "ulx3s-85f": dict(po=12, px=4),
+}
+DEFAULT_PARALLELISM = dict(po=4, px=1)
+
+
+def board_kwargs(board: str | None, **override) -> dict:
+    """make_plan keyword arguments for `board` (PARALLELISM), updated with the non-None `override`s."""
+    kw = dict(PARALLELISM.get(board, DEFAULT_PARALLELISM))
+    kw.update({k: v for k, v in override.items() if v is not None})
+    return kw
+
+
+def uses_loader(plan) -> bool:
+    """True when the plan's weights are written at boot (the accelerator's `wl_*` ports)."""
+    return bool(getattr(plan, "weights_loaded", False)) and hasattr(plan, "loaded_words") \
+        and hasattr(plan, "loaded_word_bits")
 
 
 class BoardNetwork:
-    def __init__(self, ir, build_dir=None, *, po: int = 4, px: int = 1, words=None):
+    def __init__(self, ir, build_dir=None, *, words=None, **plan_kwargs):
         from hw.rtl.accel.plan import make_plan
 
         self.ir = ir
@@ -37,7 +69,8 @@ class BoardNetwork:
         if words is None and self.build_dir is not None:
             from hw.rtl.accel.check import load_words
             words = load_words(self.build_dir, ir)
-        self.plan = make_plan(ir, po=po, px=px, words=words)
+        self.plan_kwargs = {**DEFAULT_PARALLELISM, **plan_kwargs}
+        self.plan = make_plan(ir, words=words, **self.plan_kwargs)
         p = self.plan
         self.info = protocol.Info(design_id=self._design_id(), n_in=p.n_in, in_bits=p.in_bits, in_signed=True,
                                   n_out=p.n_out + 1, out_bits=max(p.out_bits, (p.n_out).bit_length() + 1),
@@ -61,6 +94,35 @@ class BoardNetwork:
     def make_core(self):
         return AccelCore(self.plan, self.info)
 
+    # ---- boot-time weights (plans with `weights_loaded`)
+
+    @property
+    def uses_loader(self) -> bool:
+        return uses_loader(self.plan)
+
+    @property
+    def weights_id(self) -> int:
+        """The image header's design-id field: CRC-32 over the words as stored in the
+        image, started from the protocol design id (export + layout in one number)."""
+        from boards.weight_image import encode
+
+        body = encode(self.plan.loaded_words, self.plan.loaded_word_bits, 0)[16:]
+        return zlib.crc32(body, self.info.design_id) & 0xFFFFFFFF
+
+    def weight_image(self) -> bytes:
+        from boards.weight_image import encode
+
+        return encode(self.plan.loaded_words, self.plan.loaded_word_bits, self.weights_id)
+
+    def make_loader(self, clk_hz: float, *, clk_div: int = 1):
+        """The FlashLoader for this plan's image at FLASH_OFFSET (SPI at clk / (2 * clk_div))."""
+        from boards.flash_loader import FlashLoader, tres1_cycles
+        from boards.weight_image import FLASH_OFFSET
+
+        return FlashLoader(word_bits=self.plan.loaded_word_bits, n_words=len(self.plan.loaded_words),
+                           design_id=self.weights_id, flash_addr=FLASH_OFFSET, clk_div=clk_div,
+                           tres1_cycles=tres1_cycles(clk_hz))
+
 
 def network_from_build(build_dir, board: str | None = None) -> BoardNetwork:
     from hw.ir import load
@@ -68,8 +130,7 @@ def network_from_build(build_dir, board: str | None = None) -> BoardNetwork:
     build_dir = Path(build_dir)
     if not (build_dir / "model.json").exists():
         raise UserError(f"no export in {build_dir}: run `make export MODEL=...` first")
-    po, px = PARALLELISM.get(board, (4, 1))
-    return BoardNetwork(load(build_dir), build_dir, po=po, px=px)
+    return BoardNetwork(load(build_dir), build_dir, **board_kwargs(board))
 
 
 def AccelCore(plan, info):
@@ -80,10 +141,12 @@ def AccelCore(plan, info):
 
     from hw.rtl.accel.accel import Accelerator
 
+    loaded = uses_loader(plan)
+
     class _AccelCore(wiring.Component):
         def __init__(self):
             self.plan = plan
-            super().__init__({
+            ports = {
                 "in_addr": In(range(max(2, info.n_in))),
                 "in_data": In(info.in_bits),
                 "in_we": In(1),
@@ -91,7 +154,12 @@ def AccelCore(plan, info):
                 "busy": Out(1),
                 "out_addr": In(range(max(2, info.n_out + 1))),
                 "out_data": Out(signed(info.out_bits)),
-            })
+            }
+            if loaded:      # the weight write port, driven by boards.flash_loader.FlashLoader
+                n = len(plan.loaded_words)
+                ports.update({"wl_addr": In(range(max(2, n))), "wl_data": In(plan.loaded_word_bits),
+                              "wl_en": In(1), "wl_done": In(1)})
+            super().__init__(ports)
 
         def elaborate(self, platform):
             m = Module()
@@ -99,18 +167,95 @@ def AccelCore(plan, info):
             m.d.comb += [acc.in_valid.eq(self.in_we), acc.in_data.eq(self.in_data),
                          acc.out_ready.eq(1), acc.step_mode.eq(0), acc.resume.eq(0),
                          acc.logit_addr.eq(self.out_addr), self.busy.eq(acc.busy)]
+            if loaded:
+                m.d.comb += [acc.wl_addr.eq(self.wl_addr), acc.wl_data.eq(self.wl_data),
+                             acc.wl_en.eq(self.wl_en), acc.wl_done.eq(self.wl_done)]
             m.d.comb += self.out_data.eq(Mux(self.out_addr == plan.n_out, acc.klass, acc.logit_data))
             return m
 
     return _AccelCore()
 
 
-def accel_top(board: str, build_dir):
-    """The board top-level: UART bridge + accelerator + LEDs (boards/top.py)."""
+def _spi_clk_div(clk_hz: float, max_hz: float = 25e6) -> int:
+    """Smallest divider giving SPI clock = clk / (2 * div) <= max_hz (READ 0x03 is good
+    to 50 MHz on the W25Q128JV; we keep a wide margin for the board's traces)."""
+    import math
+    return max(1, math.ceil(clk_hz / (2 * max_hz)))
+
+
+def AccelBoardTop(board: str, net: BoardNetwork):
+    """`boards.top.BoardTop` around `net`'s core; on the iCEBreaker with a plan whose
+    weights are loaded at boot, plus the FlashLoader on the flash pins (module docstring)."""
+    from amaranth.hdl import Elaboratable, Module
+    from amaranth.lib import io
+
     from boards.top import BoardTop
 
+    if net.uses_loader and board != "icebreaker":
+        raise UserError(f"{net.plan.name}: the plan loads its weights at boot, which is wired for the "
+                        f"iCEBreaker's SPI flash only (not {board})")
+
+    class _AccelBoardTop(Elaboratable):
+        def __init__(self):
+            self.board, self.net = board, net
+            self.core = net.make_core()
+            self.loader = None
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.board = BoardTop(self.board, self.core, self.net.info)
+            if not self.net.uses_loader:
+                return m
+            clk = platform.default_clk_frequency
+            self.loader = loader = self.net.make_loader(clk, clk_div=_spi_clk_div(clk))
+            m.submodules.loader = loader
+            flash = platform.request("spi_flash_1x", 0, dir="-")
+            m.submodules.flash_cs = cs = io.Buffer("o", flash.cs)        # PinsN: cs.o = 1 selects
+            m.submodules.flash_clk = sck = io.Buffer("o", flash.clk)
+            m.submodules.flash_copi = copi = io.Buffer("o", flash.copi)
+            m.submodules.flash_cipo = cipo = io.Buffer("i", flash.cipo)
+            m.submodules.flash_wp = wp = io.Buffer("o", flash.wp)        # PinsN: 0 = WP# high
+            m.submodules.flash_hold = hold = io.Buffer("o", flash.hold)  # PinsN: 0 = HOLD# high
+            m.d.comb += [cs.o.eq(~loader.cs_n), sck.o.eq(loader.sck), copi.o.eq(loader.copi),
+                         loader.cipo.eq(cipo.i), wp.o.eq(0), hold.o.eq(0)]
+            c = self.core
+            m.d.comb += [c.wl_addr.eq(loader.wl_addr), c.wl_data.eq(loader.wl_data),
+                         c.wl_en.eq(loader.wl_en), c.wl_done.eq(loader.done)]
+            # status on the break-off LED section (PMOD2): LED 2 loaded, LED 3 no valid image
+            try:
+                platform.add_resources(platform.break_off_pmod)
+            except (NameError, ValueError, AttributeError):
+                pass            # already added (a second elaboration), or no break-off section
+            try:
+                ok = io.Buffer("o", platform.request("led", 2, dir="-"))
+                bad = io.Buffer("o", platform.request("led", 3, dir="-"))
+            except Exception:   # a platform without those LEDs: no status LEDs
+                return m
+            m.submodules.led_loaded, m.submodules.led_noimage = ok, bad
+            m.d.comb += [ok.o.eq(loader.done), bad.o.eq(loader.error)]
+            return m
+
+    return _AccelBoardTop()
+
+
+def accel_top(board: str, build_dir):
+    """The board top-level: UART bridge + accelerator + LEDs (boards/top.py), and the
+    boot-time weight loader where the plan needs it (`AccelBoardTop`)."""
     net = network_from_build(build_dir, board)
-    return BoardTop(board, net.make_core(), net.info), net
+    return AccelBoardTop(board, net), net
+
+
+def write_weight_image(net: BoardNetwork, out_dir, *, bitstream_bytes=None) -> dict:
+    """Write `weights.bin` (the plan's boot-time weights) next to the bitstream; returns
+    the design.json fields `shiftq flash` reads (`weight_image`, `weight_offset`, ...)."""
+    from boards.weight_image import FLASH_OFFSET, write_image
+
+    out = Path(out_dir)
+    n = write_image(out / "weights.bin", net.plan.loaded_words, net.plan.loaded_word_bits, net.weights_id,
+                    offset=FLASH_OFFSET, bitstream_bytes=bitstream_bytes)
+    return dict(weight_image="weights.bin", weight_offset=FLASH_OFFSET, weight_image_bytes=n,
+                weights_id=f"{net.weights_id:#010x}", weight_words=len(net.plan.loaded_words),
+                weight_word_bits=net.plan.loaded_word_bits)
 
 
 def main(argv=None) -> int:
@@ -128,7 +273,6 @@ def main(argv=None) -> int:
     ap.add_argument("--system-tools", action="store_true")
     args = ap.parse_args(argv)
     try:
-        from boards.top import BoardTop
         from hw.ir import load
         from hw.rtl.accel.plan import check_budget
         from hw.synth import get_board, synthesize
@@ -137,18 +281,23 @@ def main(argv=None) -> int:
         build = Path(args.build)
         if not (build / "model.json").exists():
             raise UserError(f"no export in {build}: run `make export MODEL={build.name}` first")
-        po, px = PARALLELISM.get(board.name, (4, 1))
-        net = BoardNetwork(load(build), build, po=args.po or po, px=args.px or px)
-        budget = check_budget(net.plan, board.name)
+        net = BoardNetwork(load(build), build, **board_kwargs(board.name, po=args.po, px=args.px))
+        loader = net.uses_loader and board.name == "icebreaker"
+        budget = check_budget(net.plan, board.name, loader=loader)
         out = build / "synth-accel" / board.name
         p = net.plan
         print(f"accel: {p.name} ({len(p.steps)} steps, {p.PO}x{p.PX} PEs, {budget['ebr']} EBR + "
               f"{budget['spram']} SPRAM planned) for {board.name} -> {out}/", flush=True)
-        util = synthesize(BoardTop(board.name, net.make_core(), net.info), board, out, seed=args.seed,
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "weights.bin").unlink(missing_ok=True)
+        util = synthesize(AccelBoardTop(board.name, net), board, out, seed=args.seed,
                           tools="system" if args.system_tools else None)
         design = dict(model=p.name, board=board.name, PO=p.PO, PX=p.PX, design_id=f"{net.info.design_id:#010x}",
+                      plan_kwargs=net.plan_kwargs,
                       macs=p.macs, cycles_estimate=sum(p.cycle_estimate().values()), budget=budget,
                       bitstream=util["bitstream"], seed=args.seed)
+        if loader:
+            design.update(write_weight_image(net, out, bitstream_bytes=util.get("bitstream_bytes")))
         (out / "design.json").write_text(json.dumps(design, indent=2, default=int) + "\n")
         print((out / "summary.md").read_text())
         return 0

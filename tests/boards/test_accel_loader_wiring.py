@@ -1,0 +1,132 @@
+"""boards/accel_top.py: the per-board make_plan keywords, and the boot-time weight loader
+between the iCEBreaker's flash pins and the accelerator's weight-load ports.
+
+The accelerator with `wl_*` ports is being rewritten elsewhere; here a stub with the
+announced interface stands in for it (`plan.weights_loaded`, `plan.loaded_words`,
+`plan.loaded_word_bits`; ports `wl_addr`, `wl_data`, `wl_en`, `wl_done` In), and the
+iCEBreaker top-level is elaborated by the real amaranth-boards platform (no synthesis)
+to check the pin constraints."""
+import re
+from pathlib import Path
+
+import pytest
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from boards import accel_top
+from boards.weight_image import FLASH_OFFSET, decode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _net(**kw):
+    from hw.ir import load
+    d = REPO / "build" / "digitnet"
+    if not (d / "model.json").exists():
+        pytest.skip(f"no export at {d}")
+    return accel_top.BoardNetwork(load(d), d, **accel_top.board_kwargs("icebreaker", **kw))
+
+
+class StubAccelerator(wiring.Component):
+    """The announced interface of the new Accelerator (weights written through wl_*)."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        n = len(plan.loaded_words)
+        super().__init__({
+            "in_valid": In(1), "in_ready": Out(1), "in_data": In(signed(plan.in_bits)),
+            "out_ready": In(1), "out_valid": Out(1), "step_mode": In(1), "resume": In(1),
+            "logit_addr": In(range(max(2, plan.n_out))), "logit_data": Out(signed(plan.out_bits)),
+            "klass": Out(8), "busy": Out(1),
+            "wl_addr": In(range(max(2, n))), "wl_data": In(plan.loaded_word_bits), "wl_en": In(1), "wl_done": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        seen = Signal(self.plan.loaded_word_bits)
+        with m.If(self.wl_en):
+            m.d.sync += seen.eq(seen ^ self.wl_data ^ self.wl_addr)
+        m.d.comb += [self.busy.eq(~self.wl_done | self.in_valid), self.logit_data.eq(seen)]
+        return m
+
+
+def test_parallelism_is_make_plan_kwargs():
+    assert accel_top.PARALLELISM["icebreaker"] == dict(po=4, px=1)
+    assert all(isinstance(v, dict) for v in accel_top.PARALLELISM.values())
+    assert accel_top.board_kwargs("ulx3s-85f") == accel_top.PARALLELISM["ulx3s-85f"]
+    assert accel_top.board_kwargs("icebreaker", po=8, px=None) == dict(po=8, px=1)
+    assert accel_top.board_kwargs("nosuchboard") == accel_top.DEFAULT_PARALLELISM
+    net = _net()
+    assert (net.plan.PO, net.plan.PX) == (4, 1)
+
+
+def test_todays_plan_uses_no_loader():
+    net = _net()
+    assert not net.uses_loader
+    core = net.make_core()
+    core._MustUse__silence = True
+    assert "wl_en" not in core.signature.members
+
+
+def _loaded(net, n=300, bits=32):
+    p = net.plan
+    p.weights_loaded = True
+    p.loaded_words = [(k * 2654435761) & ((1 << bits) - 1) for k in range(n)]
+    p.loaded_word_bits = bits
+    return net
+
+
+def test_weight_image_and_id():
+    net = _loaded(_net())
+    im = decode(net.weight_image())
+    assert im.words == net.plan.loaded_words and im.word_bits == 32 and im.design_id == net.weights_id
+    assert net.weights_id != net.info.design_id
+    other = _loaded(_net(), n=300)
+    other.plan.loaded_words[7] ^= 1
+    assert other.weights_id != net.weights_id         # another layout / table: another id
+    ld = net.make_loader(12e6)
+    assert ld.header == net.weight_image()[:16] and ld.flash_addr == FLASH_OFFSET
+    assert ld.tres1_cycles >= 36                        # 3 us at 12 MHz
+
+
+def test_icebreaker_top_wires_the_loader_to_the_flash_pins(monkeypatch, tmp_path):
+    import hw.rtl.accel.accel as accel_mod
+    from hw.synth import get_board
+
+    monkeypatch.setattr(accel_mod, "Accelerator", StubAccelerator)
+    net = _loaded(_net())
+    core = net.make_core()
+    core._MustUse__silence = True
+    assert {"wl_addr", "wl_data", "wl_en", "wl_done"} <= set(core.signature.members)
+    top = accel_top.AccelBoardTop("icebreaker", net)
+    platform = get_board("icebreaker").make_platform()
+    plan = platform.prepare(top, name="top")
+    pcf = plan.files["top.pcf"]
+    print("\n".join(ln for ln in pcf.splitlines() if "flash" in ln))
+    pins = dict(re.findall(r"set_io\s+(?:--warn-no-port\s+)?(\S+)\s+(\S+)", pcf))
+    flash = {k: v for k, v in pins.items() if "spi_flash" in k}
+    by_role = {k.split("__")[-2] if k.endswith("__io") else k.split("__")[-1]: v for k, v in flash.items()}
+    # iCEBreaker: FLASH_SCK 15, FLASH_SSB 16, FLASH_IO0 (COPI) 14, FLASH_IO1 (CIPO) 17, IO2/WP# 12, IO3/HOLD# 13
+    assert {by_role.get(r) for r in ("clk", "cs", "copi", "cipo", "wp", "hold")} == {"15", "16", "14", "17", "12", "13"}, flash
+    assert by_role["clk"] == "15" and by_role["cs"] == "16" and by_role["copi"] == "14" and by_role["cipo"] == "17"
+    assert top.loader is not None and top.loader.clk_div == 1      # 12 MHz / 2 = 6 MHz SPI
+    il = plan.files["top.il"]
+    assert "loader" in il and "wl_done" in il
+
+
+def test_ulx3s_refuses_a_loaded_plan(monkeypatch):
+    import hw.rtl.accel.accel as accel_mod
+    from shiftq.errors import UserError
+
+    monkeypatch.setattr(accel_mod, "Accelerator", StubAccelerator)
+    net = _loaded(_net())
+    with pytest.raises(UserError, match="iCEBreaker"):
+        accel_top.AccelBoardTop("ulx3s-85f", net)
+
+
+def test_write_weight_image(tmp_path):
+    net = _loaded(_net())
+    d = accel_top.write_weight_image(net, tmp_path, bitstream_bytes=104090)
+    assert d["weight_offset"] == FLASH_OFFSET and d["weight_image"] == "weights.bin"
+    assert decode((tmp_path / "weights.bin").read_bytes()).words == net.plan.loaded_words
