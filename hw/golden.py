@@ -1,16 +1,40 @@
 """The golden model: executes the IR with NumPy integers. It is the specification.
 
-RTL and HLS C simulation must equal this on every output bit. Convolutions and
-linears are exact integer dot products; they run through float BLAS only where that
-is provably exact (every partial sum is an integer below 2^24 for float32, 2^53 for
-float64, which the IR's declared accumulator width bounds), otherwise in int64.
-Every value is checked against its declared width.
+RTL and HLS C simulation must equal this on every output bit. The results are the
+integers of docs/ir.md, computed exactly; for speed, the arithmetic runs in float
+wherever that is provably exact, and otherwise in int64:
+
+- Floats represent every integer of magnitude <= 2^24 (float32) or <= 2^53 (float64),
+  and IEEE 754 rounds every +, * and fused multiply-add correctly, so an operation on
+  such integers whose exact result is again such an integer returns that result. A
+  computation is therefore exact, in any evaluation order (BLAS blocking, pairwise
+  sums, FMA), when every operand, product and partial sum is an integer within the
+  limit. The bounds below are worst cases (sum |w| * max |value| and so on), so they
+  cover every partial sum and not just the final one; they are computed from the
+  weight arrays and the declared widths of the input tensors, which hold because every
+  tensor is checked against its declared width where it is produced.
+- Every value is checked against its declared width. Where a worst-case bound already
+  proves that no value of a node can exceed its width, that proof is the check;
+  otherwise the values themselves are checked (so an IR whose widths are wrong is
+  caught exactly as before, with the same message: see `run`).
+
+Internally tensors are channels-last ([N, H, W, C], codes as small unsigned ints) and
+the batch is cut into chunks that stay in cache and run on up to two threads (BLAS and
+NumPy release the GIL); the interface is unchanged: [N, C, H, W] int64 in and out.
 """
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .ir import IR
+
+_F32_EXACT = 1 << 24  # every integer of magnitude <= 2^24 is a float32
+_F64_EXACT = 1 << 53  # every integer of magnitude <= 2^53 is a float64
+CHUNK = 8  # images per chunk: a stage-1 ResNet-20 chunk's float64 temporaries fit in L2
+THREADS = int(os.environ.get("SHIFTQ_GOLDEN_THREADS", min(2, os.cpu_count() or 1)))
 
 
 class WidthError(AssertionError):
@@ -40,113 +64,313 @@ def quantize_input(ir: IR, x) -> np.ndarray:
     return np.clip(np.floor(x / inp["scale"] + 0.5), -q, q).astype(np.int64)
 
 
-def _values(ir: IR, name: str, data: np.ndarray) -> np.ndarray:
-    t = ir.tensor(name)
+# ---------------------------------------------------------------- per-run constants
+
+def _vmax(t: dict) -> int:
+    """Largest |value| of a tensor that fits its declared description."""
     if t["kind"] == "code":
-        return np.asarray(t["levels"], dtype=np.int64)[data]
-    return data
+        return max(abs(int(v)) for v in t["levels"])
+    return 1 << (t["bits"] - 1)
 
 
-def _exact_dtype(acc_bits: int):
-    """The cheapest dtype in which every partial sum of a dot product bounded by
-    `acc_bits` is an exactly represented integer."""
-    if acc_bits <= 24:
+def _float_dtype(bound: int):
+    """The cheapest dtype exact for integer arithmetic bounded by `bound` (see the module doc)."""
+    if bound <= _F32_EXACT:
         return np.float32
-    if acc_bits <= 53:
+    if bound <= _F64_EXACT:
         return np.float64
     return np.int64
 
 
-def _exact_matmul(a: np.ndarray, b: np.ndarray, acc_bits: int) -> np.ndarray:
-    """a @ b for integer arrays, exact, via float BLAS when the bound allows it."""
-    dt = _exact_dtype(acc_bits)
-    return (a.astype(dt) @ b.astype(dt)).astype(np.int64)
+def _code_dtype(top: int):
+    return np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int64
 
 
-def _conv2d(ir, n, v):
-    """Accumulated over the KH*KW kernel offsets, each a (pixels x C) @ (C x O) product
-    on a channels-last view: no im2col copy. Exact: every partial sum is bounded by the
-    declared accumulator width (see _exact_dtype)."""
-    w = ir.array(n["weight"]["key"])  # [O, I, KH, KW]
-    o, i, kh, kw = w.shape
-    s, p = n["stride"], n["padding"]
-    dt = _exact_dtype(n["acc_bits"])
-    nb, _, h, wd = v.shape
-    ho, wo = (h + 2 * p - kh) // s + 1, (wd + 2 * p - kw) // s + 1
-    vp = np.zeros((nb, h + 2 * p, wd + 2 * p, i), dtype=dt)
-    vp[:, p:p + h, p:p + wd, :] = v.transpose(0, 2, 3, 1)
-    wt = w.astype(dt).transpose(2, 3, 1, 0)  # [KH, KW, I, O]
-    acc = np.zeros((nb * ho * wo, o), dtype=dt)
+class _Plan:
+    """The constants of one node for one run: weights in the compute dtype, bounds,
+    lookup tables, and which width checks the bounds already prove."""
+
+    def __init__(self, ir: IR, n: dict, trusted: bool):
+        self.n, self.op, self.name = n, n["op"], n["name"]
+        self.out = n["out"]
+        tin = ir.tensor(n["input"])
+        self.tin = tin
+        # decode table of the input (value = levels[code]); None for int tensors
+        self.levels = np.asarray(tin["levels"], dtype=np.int64) if tin["kind"] == "code" else None
+        vmax = _vmax(tin)
+        self.rq = None
+        acc_bound = None  # per output channel: worst-case |acc| (Python ints)
+        if self.op in ("conv2d", "linear"):
+            w = ir.array(n["weight"]["key"]).astype(np.int64)
+            o = w.shape[0]
+            wabs = np.abs(w).reshape(o, -1)
+            acc_bound = [int(a) * vmax for a in wabs.sum(1).tolist()]
+            # products w*v and every partial sum are bounded by acc_bound; operands by wmax, vmax
+            worst = max(acc_bound + [int(wabs.max(initial=0)), vmax])
+            self.dt = _float_dtype(worst) if trusted else np.int64
+            if self.op == "conv2d":
+                self.wt = np.ascontiguousarray(w.transpose(2, 3, 1, 0).astype(self.dt))  # [KH, KW, I, O]
+            else:
+                self.wt = np.ascontiguousarray(w.T.astype(self.dt))  # [I, O]
+        elif self.op in ("gap", "avgpool"):
+            c, h, wd = tin["shape"]
+            k = h * wd if self.op == "gap" else n["kernel"] * n["kernel"]
+            acc_bound = [k * vmax] * c  # a sum of k values
+            self.dt = _float_dtype(max(acc_bound + [vmax])) if trusted else np.int64
+        if acc_bound is not None:
+            ab = n["acc_bits"]
+            amax = (1 << (ab - 1)) - 1
+            # the accumulator check is proven when its worst case fits; if not (or if the
+            # input is untrusted) the accumulator is checked value by value, after which
+            # |acc| <= 2^(acc_bits-1) is what is known of it
+            self.acc_proven = trusted and max(acc_bound, default=0) <= amax
+            acc_lim = [min(a, amax + 1) for a in acc_bound] if trusted else [amax + 1] * len(acc_bound)
+            if self.levels is not None:
+                self.lv = self.levels.astype(self.dt)
+            rq = n.get("requant")
+            self.rq = rq and _ReqPlan(ir, n, rq, acc_lim, trusted)
+
+
+class _ReqPlan:
+    def __init__(self, ir, n, rq, acc_lim, trusted):
+        out = n["out"]
+        self.name = n["name"]
+        m = ir.array(rq["mult"]).astype(np.int64)
+        b = ir.array(rq["bias"]).astype(np.int64)
+        sh = self.shift = int(rq["shift"])
+        self.m, self.b = m, b
+        self.sum_bits = rq["sum_bits"]
+        bound = [a * abs(mi) + abs(bi) for a, mi, bi in zip(acc_lim, m.tolist(), b.tolist())]
+        self.res = rq.get("residual")
+        if self.res:
+            tr = ir.tensor(self.res["input"])
+            rm = ir.array(self.res["mult"]).astype(np.int64)
+            rvmax = _vmax(tr)
+            bound = [s + rvmax * abs(r) for s, r in zip(bound, rm.tolist())]
+            self.rm = rm
+            self.rlevels = np.asarray(tr["levels"], dtype=np.int64) if tr["kind"] == "code" else None
+        smax = max(bound, default=0)
+        self.sum_proven = trusted and smax <= (1 << (self.sum_bits - 1)) - 1
+        # float64: every term (acc*m, b, value*rm) and partial sum of s is an integer of
+        # magnitude <= smax <= 2^53, so s is exact; scaling by 2^-shift only changes the
+        # exponent (no rounding while it stays in the normal range, hence shift <= 900),
+        # so s * 2^-shift = acc * (m 2^-shift) + ... is computed exactly as well
+        self.f64 = trusted and smax <= _F64_EXACT and sh <= 900
+        act = rq.get("act")
+        self.act = act
+        if act is None:
+            self.top = None
+        elif act["scheme"] == "uniform":
+            self.top = (1 << out["bits"]) - 1
+        else:
+            thr = np.asarray(act["thresholds"], dtype=np.int64)
+            self.thr_last = int(thr[-1])
+            # code = #{k: y >= thr[k]}, through a table over [0, thr[-1]] (thresholds are >= 1,
+            # so everything below 0 is code 0 and everything from thr[-1] up is the top code)
+            table = np.searchsorted(thr, np.arange(self.thr_last + 1), side="right")
+            self.top = len(thr)
+            self.table = table.astype(_code_dtype(self.top))
+        # codes from the activation are in 0..top: proven in range when top < len(levels)
+        self.out_proven = act is not None and out["kind"] == "code" and self.top < len(out["levels"])
+        if self.f64:
+            scale = 2.0 ** -sh
+            self.m2 = m.astype(np.float64) * scale
+            self.b2 = b.astype(np.float64) * scale
+            if self.res:
+                self.rm2 = rm.astype(np.float64) * scale
+
+    def __call__(self, acc, env):
+        """Requantize `acc` [..., O] (channels last) to the output codes / ints."""
+        if not self.f64:
+            return self._int64(acc, env)
+        s = np.multiply(acc, self.m2)  # float64
+        s += self.b2
+        if self.res:
+            rv = _values_f64(self.rlevels, env[self.res["input"]])
+            rv *= self.rm2
+            s += rv
+        if not self.sum_proven and s.size:
+            # s holds the exact sums times 2^-shift, and so do these limits (powers of two
+            # times integers below 2^53: here sum_bits - 1 <= 53, or the bound would fit)
+            sb, scale = self.sum_bits, 2.0 ** -self.shift
+            if s.min() < -float(1 << (sb - 1)) * scale or s.max() > float((1 << (sb - 1)) - 1) * scale:
+                return self._int64(acc, env)  # raises, with the integer range in the message
+        act = self.act
+        if act is None:
+            return np.floor(s).astype(np.int64)  # y = floor(s / 2^shift), s already scaled
+        # floor(clip(s', 0, T)) == clip(floor(s'), 0, T) for an integer T (floor is monotone
+        # and fixes integers), and truncation toward 0 is floor on [0, T]
+        np.clip(s, 0, self.top if act["scheme"] == "uniform" else self.thr_last, out=s)
+        if act["scheme"] == "uniform":
+            return s.astype(_code_dtype(self.top))
+        return self.table.take(s.astype(np.intp))
+
+    def _int64(self, acc, env):
+        s = acc.astype(np.int64) * self.m + self.b
+        if self.res:
+            r = env[self.res["input"]]
+            rv = self.rlevels[r] if self.rlevels is not None else r.astype(np.int64)
+            s = s + rv * self.rm
+        _check_signed(s, self.sum_bits, f"{self.name} requant sum")
+        y = s >> self.shift
+        act = self.act
+        if act is None:
+            return y
+        if act["scheme"] == "uniform":
+            return np.clip(y, 0, self.top).astype(_code_dtype(self.top))
+        return self.table[np.clip(y, 0, self.thr_last)]
+
+
+def _values_f64(levels, x):
+    return levels.astype(np.float64).take(x) if levels is not None else x.astype(np.float64)
+
+
+# ---------------------------------------------------------------- node kernels (channels last)
+
+def _values(p: _Plan, x):
+    """Input values in the plan's compute dtype."""
+    if p.levels is not None:
+        return p.lv.take(x)
+    return x.astype(p.dt)
+
+
+def _conv2d(p: _Plan, x):
+    n = p.n
+    kh, kw, i, o = p.wt.shape
+    s, pad = n["stride"], n["padding"]
+    nb, h, wd, _ = x.shape
+    ho, wo = (h + 2 * pad - kh) // s + 1, (wd + 2 * pad - kw) // s + 1
+    hp, wp = h + 2 * pad, wd + 2 * pad
+    vp = np.zeros((nb, hp, wp, i), dtype=p.dt)
+    vp[:, pad:pad + h, pad:pad + wd, :] = _values(p, x)
+    if s == 1:
+        # On the flattened padded batch, kernel offset (ky, kx) is a shift of ky*wp + kx
+        # rows: each offset is one 2-D BLAS product on a contiguous slice, no patch copy.
+        # Rows whose window wraps into the next image row / image are computed and dropped.
+        vf = vp.reshape(-1, i)
+        rows = vf.shape[0] - ((kh - 1) * wp + (kw - 1))
+        acc = np.zeros((vf.shape[0], o), dtype=p.dt)
+        part = acc[:rows]
+        for ky in range(kh):
+            for kx in range(kw):
+                d = ky * wp + kx
+                part += vf[d:d + rows] @ p.wt[ky, kx]
+        return acc.reshape(nb, hp, wp, o)[:, :ho, :wo]
+    acc = np.zeros((nb * ho * wo, o), dtype=p.dt)
     for ky in range(kh):
         for kx in range(kw):
             patch = vp[:, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s, :]
-            # one 2-D BLAS product per offset (a strided 4-D matmul would not use BLAS)
-            acc += np.ascontiguousarray(patch).reshape(-1, i) @ wt[ky, kx]
-    return acc.astype(np.int64).reshape(nb, ho, wo, o).transpose(0, 3, 1, 2)
+            acc += np.ascontiguousarray(patch).reshape(-1, i) @ p.wt[ky, kx]
+    return acc.reshape(nb, ho, wo, o)
 
 
-def _linear(ir, n, v):
-    w = ir.array(n["weight"]["key"])  # [O, I]
-    return _exact_matmul(v, w.T, n["acc_bits"])
+def _pool_windows(x, k, s):
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
+    return win[:, ::s, ::s]  # [N, HO, WO, C, k, k]
 
 
-def _requant(ir, n, acc, env):
-    rq, out = n["requant"], n["out"]
-    shape = (1, -1) + (1,) * (acc.ndim - 2)
-    s = acc * ir.array(rq["mult"]).astype(np.int64).reshape(shape)
-    s = s + ir.array(rq["bias"]).astype(np.int64).reshape(shape)
-    if rq.get("residual"):
-        r = rq["residual"]
-        rv = _values(ir, r["input"], env[r["input"]])
-        s = s + rv * ir.array(r["mult"]).astype(np.int64).reshape(shape)
-    _check_signed(s, rq["sum_bits"], f"{n['name']} requant sum")
-    y = s >> rq["shift"]
-    act = rq.get("act")
-    if act is None:
-        return y
-    if act["scheme"] == "uniform":
-        return np.clip(y, 0, (1 << out["bits"]) - 1)
-    thr = np.asarray(act["thresholds"], dtype=np.int64)
-    # code = #{k: y >= thr[k]}, through a table over [0, thr[-1]] (thresholds are >= 1,
-    # so everything below 0 is code 0 and everything from thr[-1] up is the top code)
-    table = np.searchsorted(thr, np.arange(int(thr[-1]) + 1), side="right")
-    return table[np.clip(y, 0, int(thr[-1]))].astype(np.int64)
+def _node(p: _Plan, env: dict):
+    """One node's output (channels last) from `env` (name -> channels-last tensor)."""
+    op, name, n = p.op, p.name, p.n
+    x = env[n["input"]]
+    if op in ("conv2d", "linear", "gap", "avgpool"):
+        if op == "conv2d":
+            acc = _conv2d(p, x)
+        elif op == "linear":
+            acc = _values(p, x) @ p.wt
+        elif op == "gap":
+            acc = _values(p, x).sum(axis=(1, 2), dtype=p.dt)
+        else:
+            acc = _pool_windows(_values(p, x), n["kernel"], n["stride"]).sum(axis=(4, 5), dtype=p.dt)
+        if not p.acc_proven:
+            _check_signed(acc, n["acc_bits"], f"{name} {'accumulator' if op in ('conv2d', 'linear') else 'sum'}")
+        if p.rq is None:
+            y = acc.astype(np.int64)
+        else:
+            y = p.rq(acc, env)
+            if p.rq.out_proven:
+                return y
+    elif op == "maxpool":
+        y = _pool_windows(x, n["kernel"], n["stride"]).max(axis=(4, 5))
+    elif op == "shortcut":
+        s = n["stride"]
+        src = np.asarray(n["src"])
+        y = x[:, ::s, ::s, :][..., np.maximum(src, 0)]
+        y[..., src < 0] = 0
+    elif op == "flatten":
+        y = _to_nchw(x).reshape(x.shape[0], -1) if x.ndim == 4 else x.reshape(x.shape[0], -1)
+    else:
+        raise ValueError(f"unknown op {op!r}")
+    _check_out(y, p.out, name)
+    return y
+
+
+def _to_nhwc(a):
+    return a.transpose(0, 2, 3, 1) if a.ndim == 4 else a
+
+
+def _to_nchw(a):
+    return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a
+
+
+def _external(a):
+    return np.ascontiguousarray(_to_nchw(a), dtype=np.int64)
+
+
+# ---------------------------------------------------------------- interface
+
+def _fits(ir, name, a) -> bool:
+    try:
+        _check_out(a, ir.tensor(name), name)
+    except WidthError:
+        return False
+    return True
 
 
 def run_node(ir: IR, n: dict, env: dict) -> np.ndarray:
-    """One node's integer output from `env` (name -> integer tensor, batch first)."""
-    op, name = n["op"], n["name"]
-    x = env[n["input"]]
-    if op in ("conv2d", "linear"):
-        v = _values(ir, n["input"], x)
-        acc = _conv2d(ir, n, v) if op == "conv2d" else _linear(ir, n, v)
-        _check_signed(acc, n["acc_bits"], f"{name} accumulator")
-        y = acc if n.get("requant") is None else _requant(ir, n, acc, env)
-    elif op == "maxpool":
-        k, s = n["kernel"], n["stride"]
-        win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
-        y = win.max(axis=(4, 5))
-    elif op in ("gap", "avgpool"):
-        v = _values(ir, n["input"], x)
-        if op == "gap":
-            acc = v.sum(axis=(2, 3))
-        else:
-            k, s = n["kernel"], n["stride"]
-            win = np.lib.stride_tricks.sliding_window_view(v, (k, k), axis=(2, 3))[:, :, ::s, ::s]
-            acc = win.sum(axis=(4, 5))
-        _check_signed(acc, n["acc_bits"], f"{name} sum")
-        y = _requant(ir, n, acc, env)
-    elif op == "shortcut":
-        s = n["stride"]
-        sub = x[:, :, ::s, ::s]
-        src = np.asarray(n["src"])
-        y = np.where((src >= 0)[None, :, None, None], sub[:, np.maximum(src, 0)], 0)
-    elif op == "flatten":
-        y = x.reshape(x.shape[0], -1)
-    else:
-        raise ValueError(f"unknown op {op!r}")
-    _check_out(y, n["out"], name)
-    return y
+    """One node's integer output from `env` (name -> integer tensor [N, C, H, W] or
+    [N, F], batch first), as int64 [N, ...]."""
+    deps = [n["input"]]
+    rq = n.get("requant")
+    if rq and rq.get("residual"):
+        deps.append(rq["residual"]["input"])
+    # the bounds assume inputs within their declared widths; these come from outside,
+    # so check that, and compute in int64 with every value checked if they do not
+    trusted = all(_fits(ir, d, np.asarray(env[d])) for d in deps)
+    local = {d: _to_nhwc(np.asarray(env[d])) for d in deps}
+    return _external(_node(_Plan(ir, n, trusted), local))
+
+
+def _last_use(ir: IR) -> dict:
+    last = {}
+    for k, n in enumerate(ir.nodes):
+        last[n["input"]] = k
+        rq = n.get("requant")
+        if rq and rq.get("residual"):
+            last[rq["residual"]["input"]] = k
+    return last
+
+
+def _run_chunk(plans, last, output, x, keep_all):
+    env = {"input": x}
+    for k, p in enumerate(plans):
+        env[p.name] = _node(p, env)
+        if not keep_all:
+            for d in [p.n["input"]] + ([p.rq.res["input"]] if p.rq and p.rq.res else []):
+                if last.get(d) == k and d != output:
+                    env.pop(d, None)
+    return env if keep_all else {output: env[output]}
+
+
+def _blas_one_thread():
+    """Limit BLAS to one thread while the chunks run on our own threads (two levels of
+    threads would oversubscribe the cores); a no-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def run(ir: IR, inputs, return_all: bool = False, quantized: bool = False):
@@ -159,10 +383,30 @@ def run(ir: IR, inputs, return_all: bool = False, quantized: bool = False):
     x = np.asarray(inputs)
     xq = x.astype(np.int64) if quantized else quantize_input(ir, x)
     _check_signed(xq, ir.graph["input"]["bits"], "input")
-    env = {"input": xq}
-    for n in ir.nodes:
-        env[n["name"]] = run_node(ir, n, env)
-    return env if return_all else env[ir.graph["output"]]
+    plans = [_Plan(ir, n, trusted=True) for n in ir.nodes]
+    last, output = _last_use(ir), ir.graph["output"]
+    xi = _to_nhwc(xq)
+    chunks = [xi[k:k + CHUNK] for k in range(0, max(len(xi), 1), CHUNK)]
+    try:
+        if THREADS > 1 and len(chunks) > 1:
+            with _blas_one_thread(), ThreadPoolExecutor(THREADS) as pool:
+                parts = list(pool.map(lambda c: _run_chunk(plans, last, output, c, return_all), chunks))
+        else:
+            parts = [_run_chunk(plans, last, output, c, return_all) for c in chunks]
+    except WidthError:
+        if len(chunks) == 1:
+            raise
+        # the same checks on the whole batch at once, so the error names the first
+        # offending node and the batch's range, as it always has
+        _run_chunk(plans, last, output, xi, return_all)
+        raise
+    names = parts[0].keys()
+    env = {k: _external(np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k])
+           for k in names}
+    if return_all:
+        env["input"] = xq
+        return env
+    return env[output]
 
 
 def predict(ir: IR, inputs, quantized: bool = False) -> np.ndarray:
