@@ -150,6 +150,8 @@ class LoaderDriver:
 
 async def _run_case(dut, name):
     case = load_case()
+    if name not in case["tests"]:       # this run checks a subset of the cases
+        return
     c = case["tests"][name]
     image = bytes.fromhex(c["image"])
     drv = LoaderDriver(dut)
