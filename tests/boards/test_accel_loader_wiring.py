@@ -130,3 +130,44 @@ def test_write_weight_image(tmp_path):
     d = accel_top.write_weight_image(net, tmp_path, bitstream_bytes=104090)
     assert d["weight_offset"] == FLASH_OFFSET and d["weight_image"] == "weights.bin"
     assert decode((tmp_path / "weights.bin").read_bytes()).words == net.plan.loaded_words
+
+
+class StubSpramAccelerator(StubAccelerator):
+    """The stub plus a weight memory in SPRAM the way the real one must be written: one
+    address (loader's while loading, a reader's after `wl_done`), ram_style huge, no init."""
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Mux
+        from amaranth.lib import memory
+
+        from hw.synth import SPRAM_ATTRS
+
+        m = Module()
+        n = len(self.plan.loaded_words)
+        m.submodules.wmem = mem = memory.Memory(shape=self.plan.loaded_word_bits, depth=n, init=[],
+                                                attrs=SPRAM_ATTRS)
+        wp, rp = mem.write_port(), mem.read_port()
+        raddr = Signal(range(max(2, n)))
+        acc = Signal(self.plan.loaded_word_bits)
+        with m.If(self.wl_done):
+            m.d.sync += [raddr.eq(Mux(raddr == n - 1, 0, raddr + 1)), acc.eq(acc ^ rp.data)]
+        a = Mux(self.wl_done, raddr, self.wl_addr)
+        m.d.comb += [wp.addr.eq(a), rp.addr.eq(a), wp.data.eq(self.wl_data), wp.en.eq(self.wl_en & ~self.wl_done),
+                     rp.en.eq(~wp.en), self.logit_data.eq(acc), self.busy.eq(~self.wl_done | self.in_valid)]
+        return m
+
+
+@pytest.mark.slow
+def test_icebreaker_build_with_loader_and_spram(monkeypatch, tmp_path):
+    """yosys + nextpnr of the iCEBreaker top (UART bridge, loader, a stub accelerator with a
+    32 x 3,780 weight memory): the memory lands in 2 SPRAMs, the flash pins are placed."""
+    import hw.rtl.accel.accel as accel_mod
+    from hw.synth import synthesize
+
+    monkeypatch.setattr(accel_mod, "Accelerator", StubSpramAccelerator)
+    net = _loaded(_net(), n=3780, bits=32)
+    util = synthesize(accel_top.AccelBoardTop("icebreaker", net), "icebreaker", tmp_path, quiet=True)
+    assert util["resources"]["spram"]["used"] == 2, util["resources"]
+    assert util["timing_met"], util["clocks"]
+    pcf = (tmp_path / "top.pcf").read_text()
+    assert "spi_flash_1x_0__clk__io 15" in pcf and "spi_flash_1x_0__cipo__io 17" in pcf
