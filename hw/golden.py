@@ -99,6 +99,8 @@ class _Plan:
         tin = ir.tensor(n["input"])
         # decode table of the input (value = levels[code]); None for int tensors
         self.levels = np.asarray(tin["levels"], dtype=np.int64) if tin["kind"] == "code" else None
+        # value == code (uniform levels): decoding is a cast
+        self.identity = self.levels is not None and np.array_equal(self.levels, np.arange(len(self.levels)))
         self.rq = None
         vmax = _vmax(tin)
         acc_bound = None  # per output channel: worst-case |acc| (Python ints)
@@ -112,6 +114,7 @@ class _Plan:
             self.dt = _float_dtype(worst) if trusted else np.int64
             if self.op == "conv2d":
                 self.wk = np.ascontiguousarray(w.transpose(2, 3, 0, 1).astype(self.dt))  # [KH, KW, O, I]
+                self.wall = self.wk.reshape(-1, w.shape[1])  # [KH*KW*O, I]
             else:
                 self.wt = np.ascontiguousarray(w.T.astype(self.dt))  # [I, O]
         elif self.op in ("gap", "avgpool"):
@@ -176,6 +179,12 @@ class _ReqPlan:
             self.table = table.astype(_code_dtype(self.top))
         # codes from the activation are in 0..top: proven in range when top < len(levels)
         self.out_proven = act is not None and out["kind"] == "code" and self.top < len(out["levels"])
+        # set by `run` when a consumer reads this node's values: they are then produced
+        # here from the same index as the codes (levels[table[i]], float32-exact when the
+        # levels are within 2^24), sparing the consumer a decode of the codes
+        self.values = None
+        if self.out_proven and act["scheme"] != "uniform" and max(abs(v) for v in out["levels"]) <= _F32_EXACT:
+            self.vtable = np.asarray(out["levels"], dtype=np.float32)[self.table]
         if self.f64:
             scale = 2.0 ** -sh
             self.m2 = m.astype(np.float64).reshape(bshape) * scale
@@ -194,7 +203,10 @@ class _ReqPlan:
         if self.res:
             r = env[self.res["input"]]
             rv = sc.buf(("rv",) + acc.shape, np.float64)
-            if self.rlv is not None:
+            rvals = env.get(("values", self.res["input"]))
+            if rvals is not None:
+                rv[...] = rvals
+            elif self.rlv is not None:
                 np.take(self.rlv, r, out=rv)
             else:
                 rv[...] = r
@@ -217,6 +229,8 @@ class _ReqPlan:
         np.clip(s, 0, self.thr_last, out=s)
         idx = sc.buf(("idx",) + acc.shape, np.intp)
         np.copyto(idx, s, casting="unsafe")
+        if self.values:
+            env[("values", self.name)] = self.vtable.take(idx)
         return self.table.take(idx)
 
     def _int64(self, acc, env):
@@ -252,19 +266,25 @@ class _Scratch:
 
 # ---------------------------------------------------------------- node kernels (channel-major)
 
-def _decode(p: _Plan, x, out):
+def _decode(p: _Plan, x, out, env):
     """Input values, in the plan's compute dtype, into `out`."""
-    if p.levels is not None:
+    vals = env.get(("values", p.n["input"]))
+    if vals is not None:
+        out[...] = vals
+    elif p.levels is not None and not p.identity:
         np.take(p.lv, x, out=out)
     else:
         out[...] = x
 
 
-def _values(p: _Plan, x):
-    return p.lv.take(x) if p.levels is not None else x.astype(p.dt)
+def _values(p: _Plan, x, env):
+    vals = env.get(("values", p.n["input"]))
+    if vals is not None:
+        return vals.astype(p.dt)
+    return p.lv.take(x) if p.levels is not None and not p.identity else x.astype(p.dt)
 
 
-def _conv2d(p: _Plan, x, sc):
+def _conv2d(p: _Plan, x, sc, env):
     """x [I, N, H, W] -> accumulator [O, N, HO, WO] (possibly a view of a scratch array)."""
     n = p.n
     kh, kw, o, i = p.wk.shape
@@ -272,9 +292,9 @@ def _conv2d(p: _Plan, x, sc):
     _, nb, h, wd = x.shape
     ho, wo = (h + 2 * pad - kh) // s + 1, (wd + 2 * pad - kw) // s + 1
     if s == 1 and pad < min(kh, kw):
-        return _conv2d_flat(p, x, sc, kh, kw, pad, ho, wo)
+        return _conv2d_flat(p, x, sc, env, kh, kw, pad, ho, wo)
     vp = np.zeros((i, nb, h + 2 * pad, wd + 2 * pad), dtype=p.dt)
-    _decode(p, x, vp[:, :, pad:pad + h, pad:pad + wd])
+    _decode(p, x, vp[:, :, pad:pad + h, pad:pad + wd], env)
     acc = np.zeros((o, nb * ho * wo), dtype=p.dt)
     for ky in range(kh):
         for kx in range(kw):
@@ -283,7 +303,7 @@ def _conv2d(p: _Plan, x, sc):
     return acc.reshape(o, nb, ho, wo)
 
 
-def _conv2d_flat(p: _Plan, x, sc, kh, kw, pad, ho, wo):
+def _conv2d_flat(p: _Plan, x, sc, env, kh, kw, pad, ho, wo):
     """Stride 1 without patch copies. Per channel, the chunk is laid out as one long run
     of pixels: each image row followed by `pad` zero pixels, each image by `pad` zero
     rows, after `pad` leading zero pixels and rows. The window of output (n, y, x) then
@@ -303,17 +323,20 @@ def _conv2d_flat(p: _Plan, x, sc, kh, kw, pad, ho, wo):
     g = sc.buf(("g", i, nb, h, wd, pad, tot), p.dt, zeros=True, shape=(i, tot))
     img = g[:, pad:body].reshape(i, pad + nb * (h + pad), wp)[:, pad:].reshape(i, nb, h + pad, wp)
     assert np.may_share_memory(img, g)  # a view, not a copy
-    _decode(p, x, img[:, :, :h, :wd])
-    acc = sc.buf(("acc", o, rows), p.dt)
-    tmp = sc.buf(("tmp", o, rows), p.dt)
-    for ky in range(kh):
-        for kx in range(kw):
-            d = ky * wp + kx
-            if ky == 0 and kx == 0:
-                np.matmul(p.wk[ky, kx], g[:, d:d + rows], out=acc)
-            else:
-                np.matmul(p.wk[ky, kx], g[:, d:d + rows], out=tmp)
-                acc += tmp
+    _decode(p, x, img[:, :, :h, :wd], env)
+    # all offsets in one product (the weights of offset k are rows k*o..(k+1)*o of wall),
+    # then the shifted slices summed: faster than one small product per offset
+    ext = (kh - 1) * wp + kw - 1
+    y = sc.buf(("y", kh * kw * o, rows + ext), p.dt)
+    np.matmul(p.wall, g[:, :rows + ext], out=y)
+    offs = [ky * wp + kx for ky in range(kh) for kx in range(kw)]
+    if len(offs) == 1:
+        acc = y[:, :rows]
+    else:
+        acc = sc.buf(("acc", o, rows), p.dt)
+        np.add(y[:o, offs[0]:offs[0] + rows], y[o:2 * o, offs[1]:offs[1] + rows], out=acc)
+        for k in range(2, len(offs)):
+            acc += y[k * o:(k + 1) * o, offs[k]:offs[k] + rows]
     return acc.reshape(o, nb, h + pad, wp)[:, :, :ho, :wo]
 
 
@@ -328,13 +351,13 @@ def _node(p: _Plan, env: dict, sc: _Scratch):
     x = env[n["input"]]
     if op in ("conv2d", "linear", "gap", "avgpool"):
         if op == "conv2d":
-            acc = _conv2d(p, x, sc)
+            acc = _conv2d(p, x, sc, env)
         elif op == "linear":
-            acc = _values(p, x) @ p.wt
+            acc = _values(p, x, env) @ p.wt
         elif op == "gap":
-            acc = _values(p, x).sum(axis=(2, 3), dtype=p.dt).T
+            acc = _values(p, x, env).sum(axis=(2, 3), dtype=p.dt).T
         else:
-            acc = _pool_windows(_values(p, x), n["kernel"], n["stride"]).sum(axis=(4, 5), dtype=p.dt)
+            acc = _pool_windows(_values(p, x, env), n["kernel"], n["stride"]).sum(axis=(4, 5), dtype=p.dt)
         if not p.acc_proven:
             _check_signed(acc, n["acc_bits"], f"{name} {'accumulator' if op in ('conv2d', 'linear') else 'sum'}")
         if p.rq is None:
@@ -405,11 +428,14 @@ def _run_chunk(plans, last, output, x, keep_all, sc):
     env = {"input": _internal(x)}
     for k, p in enumerate(plans):
         env[p.name] = _node(p, env, sc)
-        if not keep_all:
-            for d in [p.n["input"]] + ([p.rq.res["input"]] if p.rq and p.rq.res else []):
-                if last.get(d) == k and d != output:
+        for d in [p.n["input"]] + ([p.rq.res["input"]] if p.rq and p.rq.res else []):
+            if last.get(d) == k:
+                env.pop(("values", d), None)
+                if not keep_all and d != output:
                     env.pop(d, None)
-    return {k: _external(v) for k, v in env.items()} if keep_all else {output: _external(env[output])}
+    if keep_all:
+        return {k: _external(v) for k, v in env.items() if isinstance(k, str)}
+    return {output: _external(env[output])}
 
 
 def _blas_one_thread():
@@ -433,6 +459,11 @@ def run(ir: IR, inputs, return_all: bool = False, quantized: bool = False):
     xq = x.astype(np.int64) if quantized else quantize_input(ir, x)
     _check_signed(xq, ir.graph["input"]["bits"], "input")
     plans = [_Plan(ir, n, trusted=True) for n in ir.nodes]
+    readers = {p.n["input"] for p in plans if p.op in ("conv2d", "linear", "gap", "avgpool")}
+    readers |= {p.rq.res["input"] for p in plans if p.rq and p.rq.res}
+    for p in plans:
+        if p.rq and p.name in readers and hasattr(p.rq, "vtable"):
+            p.rq.values = True
     last, output = _last_use(ir), ir.graph["output"]
     chunks = [xq[k:k + CHUNK] for k in range(0, max(len(xq), 1), CHUNK)]
     local = threading.local()
