@@ -183,6 +183,7 @@ class _ReqPlan:
         # here from the same index as the codes (levels[table[i]], float32-exact when the
         # levels are within 2^24), sparing the consumer a decode of the codes
         self.values = None
+        self.codes = True  # False (set by `run`) when every reader takes the values
         if self.out_proven and act["scheme"] != "uniform" and max(abs(v) for v in out["levels"]) <= _F32_EXACT:
             self.vtable = np.asarray(out["levels"], dtype=np.float32)[self.table]
         if self.f64:
@@ -230,7 +231,9 @@ class _ReqPlan:
         idx = sc.buf(("idx",) + acc.shape, np.intp)
         np.copyto(idx, s, casting="unsafe")
         if self.values:
-            env[("values", self.name)] = self.vtable.take(idx)
+            vals = env[("values", self.name)] = self.vtable.take(idx)
+            if not self.codes:
+                return vals  # a stand-in of the right shape: no reader looks at the codes
         return self.table.take(idx)
 
     def _int64(self, acc, env):
@@ -461,9 +464,11 @@ def run(ir: IR, inputs, return_all: bool = False, quantized: bool = False):
     plans = [_Plan(ir, n, trusted=True) for n in ir.nodes]
     readers = {p.n["input"] for p in plans if p.op in ("conv2d", "linear", "gap", "avgpool")}
     readers |= {p.rq.res["input"] for p in plans if p.rq and p.rq.res}
+    code_readers = {p.n["input"] for p in plans if p.op not in ("conv2d", "linear", "gap", "avgpool")}
     for p in plans:
         if p.rq and p.name in readers and hasattr(p.rq, "vtable"):
             p.rq.values = True
+            p.rq.codes = return_all or p.name == ir.graph["output"] or p.name in code_readers
     last, output = _last_use(ir), ir.graph["output"]
     chunks = [xq[k:k + CHUNK] for k in range(0, max(len(xq), 1), CHUNK)]
     local = threading.local()
