@@ -119,8 +119,8 @@ class _Plan:
                 self.wt = np.ascontiguousarray(w.T.astype(self.dt))  # [I, O]
         elif self.op in ("gap", "avgpool"):
             c, h, wd = tin["shape"]
-            k = h * wd if self.op == "gap" else n["kernel"] * n["kernel"]
-            acc_bound = [k * vmax] * c  # a sum of k values
+            k = self.k = h * wd if self.op == "gap" else n["kernel"] * n["kernel"]
+            acc_bound = [k * vmax] * c  # a sum of k values (`_node` checks k for gap)
             self.dt = _float_dtype(max(acc_bound + [vmax])) if trusted else np.int64
         if acc_bound is not None:
             ab = n["acc_bits"]
@@ -357,6 +357,13 @@ def _node(p: _Plan, env: dict, sc: _Scratch):
             acc = _conv2d(p, x, sc, env)
         elif op == "linear":
             acc = _values(p, x, env) @ p.wt
+        elif op == "gap" and x.shape[2] * x.shape[3] != p.k:
+            # not the declared size, so not the bound: sum and check exactly
+            acc = _values(p, x, env).astype(np.int64).sum(axis=(2, 3)).T
+            _check_signed(acc, n["acc_bits"], f"{name} sum")
+            y = p.rq._int64(acc, env)
+            _check_out(y, p.out, name)
+            return y
         elif op == "gap":
             acc = _values(p, x, env).sum(axis=(2, 3), dtype=p.dt).T
         else:
@@ -441,14 +448,19 @@ def _run_chunk(plans, last, output, x, keep_all, sc):
     return {output: _external(env[output])}
 
 
+_controller = []
+
+
 def _blas_one_thread():
     """Limit BLAS to one thread (a no-op without threadpoolctl)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover
         import contextlib
         return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    if not _controller:  # finding the libraries is the slow part: once per process
+        _controller.append(ThreadpoolController())
+    return _controller[0].limit(limits=1, user_api="blas")
 
 
 def run(ir: IR, inputs, return_all: bool = False, quantized: bool = False):

@@ -260,3 +260,22 @@ def test_run_node_on_out_of_width_inputs_matches_reference():
     n = ir.nodes[-1]
     env = {"input": x}
     assert np.array_equal(golden.run_node(ir, n, env), ref_node(ir, n, env))
+
+
+def test_images_larger_than_declared_match_reference(digitnet_export):
+    """The bounds of `gap` count the declared pixels; a larger image voids them, so
+    the sum is then computed and checked exactly."""
+    ir = load(digitnet_export)
+    c, h, w = ir.graph["input"]["shape"]
+    x = np.random.default_rng(4).standard_normal((golden.CHUNK + 1, c, 2 * h, 2 * w)).astype(np.float32)
+    xq = golden.quantize_input(ir, x)
+    try:
+        want = ref_run(ir, xq)
+    except golden.WidthError as e:  # the dry-run IR's sum width is exceeded: the same error
+        with pytest.raises(golden.WidthError) as got:
+            golden.run(ir, xq, quantized=True)
+        assert str(got.value) == str(e)
+        return
+    got = golden.run(ir, xq, quantized=True, return_all=True)
+    for k in want:
+        assert np.array_equal(got[k], want[k]), k
