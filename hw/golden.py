@@ -240,7 +240,11 @@ class _ReqPlan:
         s = acc.astype(np.int64) * self.m + self.b
         if self.res:
             r = env[self.res["input"]]
-            rv = self.rlevels[r] if self.rlevels is not None else r.astype(np.int64)
+            rvals = env.get(("values", self.res["input"]))  # then r may be a stand-in
+            if rvals is not None:
+                rv = rvals.astype(np.int64)
+            else:
+                rv = self.rlevels[r] if self.rlevels is not None else r.astype(np.int64)
             s = s + rv * self.rm
         _check_signed(s, self.sum_bits, f"{self.name} requant sum")
         y = s >> self.shift

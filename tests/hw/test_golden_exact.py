@@ -279,3 +279,17 @@ def test_images_larger_than_declared_match_reference(digitnet_export):
     got = golden.run(ir, xq, quantized=True, return_all=True)
     for k in want:
         assert np.array_equal(got[k], want[k]), k
+
+
+@pytest.mark.parametrize("mult,shift", [([5, -3, 0, 7, 1, 2], 4), ([1 << 40, -(1 << 38), 3, 1, 0, 1 << 20], 44)])
+def test_output_only_runs_match_reference(mult, shift):
+    """Without return_all, tensors read only as values (conv input, residual) carry no
+    codes; the float64 and the int64 requantization (mult 2^40: sums beyond 2^53)
+    must both read them right."""
+    thr = [1, 3, 5, 7, 10, 14, 17, 21, 28, 34, 42, 56, 65, 69, 84]
+    lv = [0, 1, 2, 3, 4, 6, 8, 9, 12, 16, 18, 24, 32, 33, 36, 48]
+    w = np.random.default_rng(2).integers(-9, 10, size=(6, 6, 3, 3))
+    ir = _conv_ir(w, acc_bits=20, sum_bits=63, mult=mult, bias=11, shift=shift, thresholds=thr,
+                  levels_in=lv, residual=True)
+    xq = _xq(ir, lo=-3, hi=60)
+    assert np.array_equal(golden.run(ir, xq, quantized=True), ref_run(ir, xq)["c"])
