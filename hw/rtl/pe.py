@@ -32,12 +32,12 @@ testbenches compare against; `pack_terms` / `unpack_word` are the table encoding
 from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = [
     "shift_bits", "term_bits", "pack_terms", "unpack_word", "csd_terms", "pe_product",
-    "value_width", "PEModel", "ShiftAddPE", "MultiplierPE",
+    "value_width", "PEModel", "ShiftAddPE", "MultiplierPE", "pe_dot", "ShiftAddDotPE",
 ]
 
 
@@ -114,6 +114,11 @@ def pe_product(value: int, word: int, terms: int, max_shift: int) -> int:
                 raise ValueError(f"shift {shift} > max_shift {max_shift}")
             p += sign * (int(value) << shift)
     return p
+
+
+def pe_dot(values, words, terms: int, max_shift: int) -> int:
+    """sum_i values[i] * w_i, each product the shift-add PE's (`ShiftAddDotPE` model)."""
+    return sum(pe_product(v, w, terms, max_shift) for v, w in zip(values, words))
 
 
 def _wrap(x: int, bits: int) -> int:
@@ -221,6 +226,80 @@ class ShiftAddPE(_PEBase):
         for p in parts[1:]:
             total = total + p
         m.d.comb += product.eq(total)
+        self._accumulate(m, product)
+        return m
+
+
+def _shift_add_product(m: Module, value, weight, terms: int, sb: int, pw: int, name: str):
+    """sum_t sign_t (value << shift_t) of one table word, as a signed `pw`-bit Value."""
+    tw = sb + 2
+    parts = []
+    for t in range(terms):
+        field = weight[t * tw:(t + 1) * tw]
+        shift, neg, nz = field[:sb], field[sb], field[sb + 1]
+        mag = Signal(signed(pw), name=f"{name}_mag{t}")
+        term = Signal(signed(pw), name=f"{name}_term{t}")
+        m.d.comb += [mag.eq(value << shift), term.eq(Mux(nz, Mux(neg, -mag, mag), 0))]
+        parts.append(term)
+    total = parts[0]
+    for q in parts[1:]:
+        total = total + q
+    return total
+
+
+class ShiftAddDotPE(_PEBase):
+    """Shift-add dot-product PE: acc += sum_i value_i * w_i over `n` (value, table word)
+    pairs per clock; the input-channel lanes of the accelerator's PE array.
+
+    Why a separate PE: PI input channels summed inside the PE cost one adder tree and
+    one accumulator instead of PI accumulators, and one activation read per channel
+    lane feeds PO PEs. Same timing and `clear`/`en` table as `ShiftAddPE`.
+
+    With `passes` > 1 a `pass_` port shifts the dot product left by 4*pass_ before it is
+    accumulated: a weight wider than the PE's terms runs as passes of 4-shift windows
+    over the same activations (the accelerator's 8-bit first and last layers).
+
+    Parameters: n (pairs), value_bits (signed decoded activations), terms, max_shift,
+    acc_bits, passes. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
+    words), en In(1), clear In(1), [pass_ In(range(passes))], acc Out(signed(acc_bits)).
+    Model: `pe_dot` (times 2**(4*pass_)).
+    """
+
+    def __init__(self, *, n: int, value_bits: int, terms: int, max_shift: int, acc_bits: int,
+                 passes: int = 1):
+        self._check(value_bits, acc_bits)
+        self.n, self.value_bits, self.terms, self.max_shift = n, value_bits, terms, max_shift
+        self.acc_bits, self.sb, self.passes = acc_bits, shift_bits(max_shift), passes
+        tw = 2 + self.sb
+        sig = {
+            "act": In(data.ArrayLayout(signed(value_bits), n)),
+            "weight": In(data.ArrayLayout(unsigned(terms * tw), n)),
+            "en": In(1),
+            "clear": In(1),
+            "acc": Out(signed(acc_bits)),
+        }
+        if passes > 1:
+            sig["pass_"] = In(range(passes))
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = self.value_bits + self.max_shift + (self.terms - 1).bit_length() + 1
+        prods = [_shift_add_product(m, self.act[i], self.weight[i], self.terms, self.sb, pw, f"p{i}")
+                 for i in range(self.n)]
+        # balanced adder tree
+        while len(prods) > 1:
+            prods = [prods[k] + prods[k + 1] if k + 1 < len(prods) else prods[k]
+                     for k in range(0, len(prods), 2)]
+        dot = Signal(signed(pw + (self.n - 1).bit_length()), name="dot")
+        m.d.comb += dot.eq(prods[0])
+        product = dot
+        if self.passes > 1:
+            product = Signal(signed(len(dot) + 4 * (self.passes - 1)), name="dot_shifted")
+            with m.Switch(self.pass_):
+                for q in range(self.passes):
+                    with m.Case(q):
+                        m.d.comb += product.eq(dot << (4 * q))
         self._accumulate(m, product)
         return m
 

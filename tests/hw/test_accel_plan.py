@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from hw.ir import load
-from hw.rtl.accel.plan import DoesNotFit, PlanError, check_budget, make_plan, memory_blocks
-from hw.tables import pack_words
+from hw.rtl.accel.plan import (PE_MAX_SHIFT, PE_TERMS, PE_TW, DoesNotFit, PlanError, check_budget,
+                               make_plan, memory_blocks)
+from hw.rtl.pe import pe_product
 from sim.layers import random_ir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +38,33 @@ def _live_ok(plan, ir):
                 pytest.fail(f"{n['name']} overwrites {t}, still read by node {max(rs)}")
 
 
+def _weights_ok(p, ir):
+    """Every weight of every conv, read back from the weight memory as the PE array sees
+    it (lane o*PI + i of word wbase + og*S + ((cg*K + k)*npass + q), pass q shifted left
+    by 4q), equals the IR's integer weight; lanes past O or C hold 0."""
+    tw = PE_TW
+    for s in p.steps:
+        if s.op != "conv":
+            continue
+        w = np.asarray(ir.array(ir.node(s.name)["weight"]["key"])).astype(np.int64)
+        K = s.KH * s.KW
+        w = w.reshape(s.O, s.C, K)
+        assert s.S == s.CG * K * s.npass
+        for og in range(s.OG):
+            for cg in range(s.CG):
+                for k in (0, K - 1):
+                    for o_ in range(p.PO):
+                        for i in range(p.PI):
+                            o, c = og * p.PO + o_, cg * p.PI + i
+                            got = 0
+                            for q in range(s.npass):
+                                mw = p.wmem[0][s.wbase + og * s.S + (cg * K + k) * s.npass + q]
+                                lane = (mw >> ((o_ * p.PI + i) * tw)) & ((1 << tw) - 1)
+                                got += pe_product(1, lane, PE_TERMS, PE_MAX_SHIFT) << (4 * q)
+                            want = int(w[o, c, k]) if o < s.O and c < s.C else 0
+                            assert got == want, (s.name, o, c, k)
+
+
 def test_resnet20_plan_shapes_buffers_and_weights():
     ir = _export("resnet20")
     p = make_plan(ir, po=12, px=4)
@@ -46,33 +74,43 @@ def test_resnet20_plan_shapes_buffers_and_weights():
     assert p.buf_words == 12 * 32 * 32
     assert p.act_bits == 8             # int8 input and the 8-bit gap codes
     _live_ok(p, ir)
-    # every weight is in its format memory at wbase + og*S + t, lane l
-    for s in p.steps:
-        if s.op != "conv":
-            continue
-        n = ir.node(s.name)
-        T, ms = p.wformats[s.wfmt]
-        tw = T * (2 + max(1, ms.bit_length()))
-        words, _ = pack_words(ir.array(n["weight"]["terms_key"]), n["weight"]["max_shift"])
-        words = np.asarray([int(w) for w in words]).reshape(s.O, s.S)
-        for og in range(s.OG):
-            for t in (0, s.S - 1):
-                mw = p.wmem[s.wfmt][s.wbase + og * s.S + t]
-                for l in range(p.PO):
-                    o = og * p.PO + l
-                    want = int(words[o, t]) if o < s.O else 0
-                    assert (mw >> (l * tw)) & ((1 << tw) - 1) == want
+    _weights_ok(p, ir)
     assert p.macs == 21452994
 
 
 def test_lane_start_values_and_flatten_alias():
     ir = _export("digitnet")
-    p = make_plan(ir, po=4, px=3)
+    p = make_plan(ir, po=4, px=4)
     stem = p.steps[0]
-    assert stem.lanes == [(-1, -1, -9, 0), (-1, 0, -8, 1), (-1, 1, -7, 2)]
-    assert stem.PG == -(-64 // 3)
+    assert not stem.rowmode      # stride 1, same padding: PX consecutive raster pixels
+    assert stem.lanes == [(-1, -1, -9, 0), (-1, 0, -8, 1), (-1, 1, -7, 2), (-1, 2, -6, 3)]
+    assert stem.PG == 64 // 4
     names = [s.name for s in p.steps]
     assert "pool" in names and names[-1] == "head" and p.steps[-1].to_logits
+
+
+def test_banked_layout_reads_pi_windows_in_distinct_banks():
+    """PI channel windows of PX elements (channel stride HWp) never share a bank, and the
+    weight words hold lane o*PI + i = (output og*PO+o, input cg*PI+i); the 8-bit stem
+    runs as 2 passes of 2-term words."""
+    ir = _export("resnet20")
+    p = make_plan(ir, po=12, pi=4, px=8)
+    nb = p.banks
+    for name, (base, C, HW, HWp) in p.tensor_layout.items():
+        assert HWp >= HW and (p.PI == 1 or HWp % nb == p.PX)
+        for start in range(base - 5, base + 40):
+            banks = {(start + i * HWp + q) % nb for i in range(p.PI) for q in range(p.PX)}
+            assert len(banks) == nb, name
+    _weights_ok(p, ir)
+    assert p.steps[0].npass == 2 and p.steps[1].npass == 1
+    down = next(s for s in p.steps if s.op == "conv" and s.stride == 2)
+    assert down.rowmode and down.L == p.PX // 2
+
+
+def test_powers_of_two_only():
+    ir = _export("digitnet")
+    with pytest.raises(PlanError, match="powers of two"):
+        make_plan(ir, po=4, px=3)
 
 
 def test_budget_fits_and_does_not_fit():
@@ -83,7 +121,7 @@ def test_budget_fits_and_does_not_fit():
     with pytest.raises(DoesNotFit, match=r"does not fit iCE40 UP5K: memory .* blocks of"):
         check_budget(p, "icebreaker")
     with pytest.raises(DoesNotFit) as e:
-        check_budget(make_plan(ir, po=12, px=64), "ecp5-85f")
+        check_budget(make_plan(ir, po=12, px=256), "ecp5-85f")
     assert "\n" not in str(e.value)
 
 

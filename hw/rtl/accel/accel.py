@@ -46,7 +46,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.rtl.pe import ShiftAddPE, shift_bits
+from hw.rtl.pe import ShiftAddDotPE, shift_bits
 
 from .plan import Plan
 
@@ -68,36 +68,44 @@ def _sbits(lo: int, hi: int) -> int:
     return b
 
 
+def _log2(v: int) -> int:
+    return int(v).bit_length() - 1
+
+
+SIGNED_FIELDS = {"dix", "diy", "drow", "wrap_lim", "wrap_ix", "wrap_row", "k_row"}
+
+
 def descriptor_records(plan: Plan) -> list[dict]:
     """The descriptor table as plain dicts (the ROM's contents)."""
     recs = []
-    PO, PX = plan.PO, plan.PX
+    PO, PI, PX = plan.PO, plan.PI, plan.PX
     for s in plan.steps:
         st = s.stride
         r = dict(
             op=OPS[s.op], to_logits=int(s.to_logits), last=int(s is plan.steps[-1]), stride=st,
             C=s.C, H=s.H, W=s.W, O=s.O, Ho=s.Ho, Wo=s.Wo, KH=s.KH, KW=s.KW,
             HW=s.HW, HoWo=s.HoWo, S=s.S, OG=s.OG, PG=s.PG,
+            HWp_in=s.HWp_in, HWp_out=s.HWp_out,
+            cg_step=PI * s.HWp_in,                      # chan advance per input-channel group
             in_base=s.in_base, out_base=s.out_base, res_base=s.res_base,
             in_mode=MODES[s.in_mode], in_lv=s.in_levels, has_res=int(s.has_res),
             res_mode=MODES[s.res_mode], res_lv=s.res_levels,
-            wfmt=s.wfmt, wbase=s.wbase, cbase=s.cbase, shift=s.shift,
+            wfmt=s.wfmt, wbase=s.wbase, npass=s.npass, cbase=s.cbase, shift=s.shift,
             act=ACTS[s.act], act_max=s.act_max, act_tab=s.act_table, src_base=s.src_base,
             k_row=s.W - s.KW + 1,                       # koff step when ky advances
-            og_out=PO * s.HoWo,                         # output offset of one channel group
+            og_out=PO * s.HWp_out,                      # output offset of one channel group
             row_step=st * s.W,                          # maxpool / shortcut: next output row
+            rowmode=int(s.rowmode), lmask=(1 << s.L) - 1, dpix=s.dpix, dpix_wrap=s.dpix_wrap,
+            dix=s.dix, diy=s.diy, drow=s.drow, wrap_lim=s.wrap_lim, wrap_ix=s.wrap_ix,
+            wrap_row=s.wrap_row,
         )
-        if s.op == "conv":
-            dpix = PX
-            dy, dx = divmod(dpix, s.Wo)
-            r.update(dix=dx * st, diy=dy * st, drow=dy * st * s.W + dx * st,
-                     wrap_lim=s.Wo * st - s.pad, wrap_ix=s.Wo * st, wrap_row=st * s.W - s.Wo * st)
-            for j, (iy0, ix0, row, pix) in enumerate(s.lanes):
-                r[f"iy{j}"], r[f"ix{j}"], r[f"row{j}"] = iy0, ix0, row
-        else:
-            r.update(dix=0, diy=0, drow=0, wrap_lim=0, wrap_ix=0, wrap_row=0)
-            for j in range(PX):
-                r[f"iy{j}"] = r[f"ix{j}"] = r[f"row{j}"] = 0
+        for i in range(1, PI):
+            r[f"ioff{i}"] = i * s.HWp_in
+        for j in range(PX):
+            iy0, ix0, row, pix = s.lanes[j] if s.op == "conv" else (0, 0, 0, 0)
+            r[f"iy{j}"], r[f"ix{j}"] = iy0, ix0
+            if j == 0:
+                r["row0"] = row
         recs.append(r)
     return recs
 
@@ -105,8 +113,7 @@ def descriptor_records(plan: Plan) -> list[dict]:
 def descriptor_layout(plan: Plan, recs=None):
     """A StructLayout just wide enough for every record's fields."""
     recs = recs or descriptor_records(plan)
-    signed_fields = {"dix", "diy", "drow", "wrap_lim", "wrap_ix", "wrap_row", "k_row"} | \
-        {f"{k}{j}" for k in ("iy", "ix", "row") for j in range(plan.PX)}
+    signed_fields = SIGNED_FIELDS | {"row0"} | {f"{k}{j}" for k in ("iy", "ix") for j in range(plan.PX)}
     fields = {}
     for k in recs[0]:
         vals = [r[k] for r in recs]
@@ -117,12 +124,76 @@ def descriptor_layout(plan: Plan, recs=None):
     return data.StructLayout(fields)
 
 
+def _rotate(m, vec, amount, width, left=False, name="rot"):
+    """Barrel rotation of a list of `width`-bit elements by a signal: out[L] = vec[(L + r)
+    mod n] (right), or vec[(L - r) mod n] (left). One signal per stage (log2(n) muxes)."""
+    n = len(vec)
+    cur = Signal(n * width, name=f"{name}_in")
+    m.d.comb += cur.eq(Cat(*vec))
+    for k in range(_log2(n)):
+        by = (1 << k) * width
+        nxt = Signal(n * width, name=f"{name}_s{k}")
+        m.d.comb += nxt.eq(Mux(amount[k], cur.rotate_left(by) if left else cur.rotate_right(by), cur))
+        cur = nxt
+    return [cur[L * width:(L + 1) * width] for L in range(n)]
+
+
+class _BankedMemory:
+    """One copy of the activation memory: NB banks, element a in bank a mod NB at row
+    a // NB. `window_read(starts)` issues one read per bank for up to PI windows of PX
+    consecutive elements (window i starting at starts[i], which the layout puts i*PX
+    banks after starts[0]) or one window of NB elements (one start); the rotated
+    elements arrive the next clock. `write` stores up to PX consecutive elements."""
+
+    def __init__(self, m, name, nb, px, depth, width):
+        self.nb, self.px, self.lg, self.width, self.name = nb, px, _log2(nb), width, name
+        self.rp, self.wp = [], []
+        for b in range(nb):
+            mem = Memory(shape=unsigned(width), depth=max(2, depth), init=[])
+            m.submodules[f"{name}{b}"] = mem
+            self.wp.append(mem.write_port())
+            self.rp.append(mem.read_port())
+        self.rb = len(self.rp[0].addr)
+        self.m = m
+        self.rot = Signal(max(1, self.lg), name=f"{name}_rot")
+
+    def window_read(self, starts):
+        m, nb, lg = self.m, self.nb, self.lg
+        mask = nb - 1
+        b0 = starts[0]
+        for b in range(nb):
+            if len(starts) == 1 or nb == self.px:
+                s = starts[0]
+            else:
+                k = Signal(lg, name=f"k{b}")
+                m.d.comb += k.eq(b - b0[:lg])
+                s = Array(starts)[k >> _log2(self.px)]
+            hi = s >> lg if lg else s
+            carry = (s[:lg] > b) if lg else 0
+            m.d.comb += self.rp[b].addr.eq(hi + carry)
+        if lg:
+            m.d.sync += self.rot.eq(b0[:lg])
+        return _rotate(m, [rp.data for rp in self.rp], self.rot, self.width, name=f"{self.name}_rd") \
+            if lg else [self.rp[0].data]
+
+    def write(self, en, addr, elems, valid):
+        """elems / valid: lists of PX data Values and 1-bit valids (element addr + L)."""
+        m, nb, lg = self.m, self.nb, self.lg
+        vec = [Cat(e, v) for e, v in zip(elems, valid)] + [Const(0, self.width + 1)] * (nb - len(elems))
+        rot = _rotate(m, vec, addr[:lg], self.width + 1, left=True, name=f"{self.name}_wr") if lg else vec
+        hi = addr >> lg if lg else addr
+        for b in range(nb):
+            carry = (addr[:lg] > b) if lg else 0
+            m.d.comb += [self.wp[b].addr.eq(hi + carry), self.wp[b].data.eq(rot[b][:self.width]),
+                         self.wp[b].en.eq(en & rot[b][self.width])]
+
+
 class Accelerator(wiring.Component):
     def __init__(self, plan: Plan):
         self.plan = p = plan
         self.recs = descriptor_records(p)
         self.layout = descriptor_layout(p, self.recs)
-        self.AW = _ubits(max(1, p.act_words - 1))
+        self.AW = _ubits(max(1, p.banks * p.bank_depth - 1))
         super().__init__({
             "in_valid": In(1), "in_ready": Out(1), "in_data": In(signed(p.in_bits)),
             "busy": Out(1), "done": Out(1), "klass": Out(range(max(2, p.n_out))),
@@ -133,17 +204,21 @@ class Accelerator(wiring.Component):
             "step_idx": Out(range(max(2, len(p.steps)))),
             "dbg_addr": In(self.AW), "dbg_data": Out(p.act_bits),
             "logit_addr": In(range(max(2, p.n_out))), "logit_data": Out(signed(p.out_bits)),
+            **({"wl_addr": In(range(max(2, len(p.loaded_words)))), "wl_data": In(p.loaded_word_bits),
+                "wl_en": In(1), "wl_done": In(1)} if p.weights_loaded else {}),
         })
 
     def elaborate(self, platform):
         p = self.plan
         m = Module()
-        PO, PX, A, AW = p.PO, p.PX, p.act_bits, self.AW
+        PO, PI, PX, A, AW = p.PO, p.PI, p.PX, p.act_bits, self.AW
+        NB = p.banks
         VB, ACC = p.value_bits, p.acc_bits
         TU = max(t for t, _ in p.wformats) if p.wformats else 1
         MSU = max(s for _, s in p.wformats) if p.wformats else 0
         SBU = shift_bits(MSU)
         nsteps = len(p.steps)
+        strides = sorted({s.stride for s in p.steps if s.op == "conv" and s.rowmode} | {1})
 
         # ---------------------------------------------------------------- memories
         drom = Memory(shape=self.layout, depth=max(2, nsteps), init=self.recs)
@@ -153,18 +228,29 @@ class Accelerator(wiring.Component):
         step = Signal(range(max(2, nsteps)))
         m.d.comb += [d_rp.addr.eq(step), self.step_idx.eq(step)]
 
-        act = Memory(shape=unsigned(A), depth=max(2, p.act_words), init=[])
-        m.submodules.act = act
-        act_wp = act.write_port()
-        act_rp = [act.read_port() for _ in range(PX)]
-        aux_rp = act.read_port()
-        m.d.comb += [aux_rp.addr.eq(self.dbg_addr), self.dbg_data.eq(aux_rp.data)]
+        lane_mem = _BankedMemory(m, "act", NB, PX, p.bank_depth, A)    # the PE array's reads
+        aux_mem = _BankedMemory(m, "aux", NB, PX, p.bank_depth, A)     # residual, misc, debug
 
         wrps = []
         for f, words in enumerate(p.wmem):
-            mem = Memory(shape=unsigned(p.wmem_word_bits[f]), depth=max(2, len(words)), init=words)
-            m.submodules[f"wmem{f}"] = mem
-            wrps.append(mem.read_port())
+            if p.weights_loaded:
+                # written at boot through wl_*: no initial contents, one address for the write
+                # and the read port (what yosys maps to iCE40 SPRAM, see hw/synth.py)
+                from hw.synth import SPRAM_ATTRS
+                mem = Memory(shape=unsigned(p.wmem_word_bits[f]), depth=max(2, len(words)), init=[],
+                             attrs=SPRAM_ATTRS)
+                m.submodules[f"wmem{f}"] = mem
+                wp = mem.write_port()
+                rp = mem.read_port()
+                waddr = Signal.like(rp.addr, name="wmem_addr")
+                m.d.comb += [wp.addr.eq(waddr), rp.addr.eq(waddr), wp.en.eq(self.wl_en), wp.data.eq(self.wl_data),
+                             rp.en.eq(~self.wl_en)]
+                wrps.append((rp, waddr))
+            else:
+                mem = Memory(shape=unsigned(p.wmem_word_bits[f]), depth=max(2, len(words)), init=words)
+                m.submodules[f"wmem{f}"] = mem
+                rp = mem.read_port()
+                wrps.append((rp, rp.addr))
         crp = {}
         for k in ("mult", "bias", "rmult"):
             arr = p.consts[k] or [0]
@@ -195,10 +281,13 @@ class Accelerator(wiring.Component):
             return v
 
         # ---------------------------------------------------------------- write bus
+        # up to PX consecutive elements per clock into both copies
         wr_en = Signal()
         wr_addr = Signal(AW)
-        wr_data = Signal(A)
-        m.d.comb += [act_wp.en.eq(wr_en), act_wp.addr.eq(wr_addr), act_wp.data.eq(wr_data)]
+        wr_data = [Signal(A, name=f"wr_data{j}") for j in range(PX)]
+        wr_valid = [Signal(name=f"wr_valid{j}") for j in range(PX)]
+        for mem in (lane_mem, aux_mem):
+            mem.write(wr_en, wr_addr, wr_data, wr_valid)
 
         # ---------------------------------------------------------------- top FSM signals
         cyc = Signal(32)
@@ -213,25 +302,30 @@ class Accelerator(wiring.Component):
         misc_idle = Signal()
 
         # ---------------------------------------------------------------- conv: issue
-        og = Signal(range(max(2, max(r["OG"] for r in self.recs) + 1)))
-        pg = Signal(range(max(2, max(r["PG"] for r in self.recs) + 1)))
-        t = Signal(range(max(2, max(r["S"] for r in self.recs) + 1)))
-        kx = Signal(range(max(2, max(r["KW"] for r in self.recs) + 1)))
-        ky = Signal(range(max(2, max(r["KH"] for r in self.recs) + 1)))
-        chan = Signal(AW + 1)
+        def rng(key, extra=1):
+            return range(max(2, max(r[key] for r in self.recs) + extra))
+        og = Signal(rng("OG"))
+        pg = Signal(rng("PG"))
+        t = Signal(rng("S"))
+        npass = max(r["npass"] for r in self.recs)
+        ps = Signal(range(max(2, npass)))   # weight pass (innermost: same activations)
+        kx = Signal(rng("KW"))
+        ky = Signal(rng("KH"))
+        chan = Signal(AW + 1)           # cg * PI * HWp_in
         koff = Signal(signed(AW + 2))
         wrow = Signal(max(1, max(len(w) for w in p.wmem).bit_length() + 1))
-        og_out = Signal(AW + 1)     # og * PO * HoWo
+        og_out = Signal(AW + 1)         # og * PO * HWp_out
         og_ch = Signal(range(max(2, max(r["OG"] for r in self.recs) * PO + 1)))
         issuing = Signal()
+        row0 = Signal(signed(AW + 2))   # lane 0's iy*W + ix
         lanes = []
         for j in range(PX):
             lanes.append(dict(iy=Signal(signed(AW + 2), name=f"iy{j}"), ix=Signal(signed(AW + 2), name=f"ix{j}"),
-                              row=Signal(signed(AW + 2), name=f"row{j}"), pix=Signal(AW + 1, name=f"pix{j}")))
+                              pix=Signal(AW + 1, name=f"pix{j}")))
 
         def lanes_reset():
-            return [x for j, L in enumerate(lanes) for x in (
-                L["iy"].eq(d[f"iy{j}"]), L["ix"].eq(d[f"ix{j}"]), L["row"].eq(d[f"row{j}"]), L["pix"].eq(j))]
+            return [row0.eq(d.row0)] + [x for j, L in enumerate(lanes) for x in (
+                L["iy"].eq(d[f"iy{j}"]), L["ix"].eq(d[f"ix{j}"]), L["pix"].eq(j))]
 
         drain_busy = Signal()
         v1, first1, last1 = Signal(), Signal(), Signal()
@@ -244,35 +338,50 @@ class Accelerator(wiring.Component):
         fire = Signal()
         m.d.comb += fire.eq(issuing & ~stall)
 
-        # addresses of this clock's reads
-        lane_ok = []
+        # this clock's reads: PI windows of PX elements, channel lane i at i*HWp_in
+        pixok, lane_ok = [], []
         for j, L in enumerate(lanes):
             iy = L["iy"] + ky
             ix = L["ix"] + kx
+            pv = Signal(name=f"pixok{j}")
+            m.d.comb += pv.eq(Mux(d.rowmode, (L["ix"] < d.wrap_lim) & d.lmask[j], L["pix"] < d.HoWo))
             ok = Signal(name=f"ok{j}")
-            m.d.comb += ok.eq((iy >= 0) & (iy < d.H) & (ix >= 0) & (ix < d.W) & (L["pix"] < d.HoWo))
+            m.d.comb += ok.eq(pv & (iy >= 0) & (iy < d.H) & (ix >= 0) & (ix < d.W))
+            pixok.append(pv)
             lane_ok.append(ok)
-            m.d.comb += act_rp[j].addr.eq(d.in_base + chan + L["row"] + koff)
-        for f, rp in enumerate(wrps):
-            m.d.comb += rp.addr.eq(wrow + t)
+        wstart = Signal(AW, name="wstart")
+        m.d.comb += wstart.eq(d.in_base + chan + row0 + koff)
+        starts = [wstart]
+        for i in range(1, PI):
+            si = Signal(AW, name=f"wstart{i}")
+            m.d.comb += si.eq(wstart + d[f"ioff{i}"])
+            starts.append(si)
+        window = lane_mem.window_read(starts)
+        for f, (rp, addr) in enumerate(wrps):
+            if p.weights_loaded:
+                m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow + t))
+            else:
+                m.d.comb += addr.eq(wrow + t)
 
         # pipeline stage 1 (data from the memories) and 2 (accumulators updated)
         ok1 = [Signal(name=f"ok1_{j}") for j in range(PX)]
-        grp_pix1 = [Signal(AW + 1, name=f"gpix1_{j}") for j in range(PX)]
+        pv1 = [Signal(name=f"pv1_{j}") for j in range(PX)]
+        grp_pix1 = Signal(AW + 1)
         grp_ch1, grp_out1 = Signal.like(og_ch), Signal.like(og_out)
         m.d.sync += [v1.eq(fire), first1.eq(fire & (t == 0)), last1.eq(fire & last_step)]
+        ps1 = Signal.like(ps)
         with m.If(fire):
-            m.d.sync += [o.eq(k) for o, k in zip(ok1, lane_ok)]
+            m.d.sync += [o.eq(k) for o, k in zip(ok1, lane_ok)] + [ps1.eq(ps)]
             with m.If(last_step):
-                m.d.sync += [g.eq(L["pix"]) for g, L in zip(grp_pix1, lanes)]
-                m.d.sync += [grp_ch1.eq(og_ch), grp_out1.eq(og_out)]
+                m.d.sync += [a.eq(b) for a, b in zip(pv1, pixok)]
+                m.d.sync += [grp_pix1.eq(lanes[0]["pix"]), grp_ch1.eq(og_ch), grp_out1.eq(og_out)]
 
         with m.If(conv_go):
-            m.d.sync += [issuing.eq(1), og.eq(0), pg.eq(0), t.eq(0), kx.eq(0), ky.eq(0), chan.eq(0),
+            m.d.sync += [issuing.eq(1), og.eq(0), pg.eq(0), t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0),
                          koff.eq(0), wrow.eq(d.wbase), og_out.eq(0), og_ch.eq(0)] + lanes_reset()
         with m.Elif(fire):
             with m.If(last_step):
-                m.d.sync += [t.eq(0), kx.eq(0), ky.eq(0), chan.eq(0), koff.eq(0)]
+                m.d.sync += [t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0), koff.eq(0)]
                 with m.If(pg == d.PG - 1):
                     m.d.sync += [pg.eq(0), og.eq(og + 1), wrow.eq(wrow + d.S), og_out.eq(og_out + d.og_out),
                                  og_ch.eq(og_ch + PO)] + lanes_reset()
@@ -280,126 +389,140 @@ class Accelerator(wiring.Component):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
                     m.d.sync += pg.eq(pg + 1)
-                    for L in lanes:
+                    wrap0 = Signal()
+                    m.d.comb += wrap0.eq(lanes[0]["ix"] + d.dix >= d.wrap_lim)
+                    with m.If(wrap0):
+                        m.d.sync += row0.eq(row0 + d.drow + d.wrap_row)
+                    with m.Else():
+                        m.d.sync += row0.eq(row0 + d.drow)
+                    for j, L in enumerate(lanes):
                         nix = L["ix"] + d.dix
-                        with m.If(nix >= d.wrap_lim):
-                            m.d.sync += [L["ix"].eq(nix - d.wrap_ix), L["iy"].eq(L["iy"] + d.diy + d.stride),
-                                         L["row"].eq(L["row"] + d.drow + d.wrap_row)]
+                        wj = Signal(name=f"wrap{j}")
+                        m.d.comb += wj.eq(Mux(d.rowmode, wrap0, nix >= d.wrap_lim))
+                        with m.If(wj):
+                            m.d.sync += [L["ix"].eq(nix - d.wrap_ix), L["iy"].eq(L["iy"] + d.diy + d.stride)]
                         with m.Else():
-                            m.d.sync += [L["ix"].eq(nix), L["iy"].eq(L["iy"] + d.diy),
-                                         L["row"].eq(L["row"] + d.drow)]
-                        m.d.sync += L["pix"].eq(L["pix"] + PX)
+                            m.d.sync += [L["ix"].eq(nix), L["iy"].eq(L["iy"] + d.diy)]
+                        m.d.sync += L["pix"].eq(L["pix"] + Mux(d.rowmode & wrap0, d.dpix_wrap, d.dpix))
             with m.Else():
                 m.d.sync += t.eq(t + 1)
-                with m.If(kx == d.KW - 1):
-                    m.d.sync += kx.eq(0)
+                with m.If(ps != d.npass - 1):
+                    m.d.sync += ps.eq(ps + 1)
+                with m.Elif(kx == d.KW - 1):
+                    m.d.sync += [ps.eq(0), kx.eq(0)]
                     with m.If(ky == d.KH - 1):
-                        m.d.sync += [ky.eq(0), koff.eq(0), chan.eq(chan + d.HW)]
+                        m.d.sync += [ky.eq(0), koff.eq(0), chan.eq(chan + d.cg_step)]
                     with m.Else():
                         m.d.sync += [ky.eq(ky + 1), koff.eq(koff + d.k_row)]
                 with m.Else():
-                    m.d.sync += [kx.eq(kx + 1), koff.eq(koff + 1)]
+                    m.d.sync += [ps.eq(0), kx.eq(kx + 1), koff.eq(koff + 1)]
 
-        # stage 1: decode and accumulate
-        values = []
-        for j in range(PX):
-            raw = decode(act_rp[j].data, d.in_mode, d.in_lv, f"val{j}")
-            v = Signal(signed(VB), name=f"value{j}")
-            m.d.comb += v.eq(Mux(ok1[j], raw, 0))
-            values.append(v)
-        TWU = 2 + SBU
-        wsel = [Signal(TU * TWU, name=f"w{o}") for o in range(PO)]
-        for f, ((T, MS), rp) in enumerate(zip(p.wformats, wrps)):
+        # stage 1: pick each lane's element of the window, decode, register
+        values = [[None] * PX for _ in range(PI)]
+        for i in range(PI):
+            for j in range(PX):
+                cands = [(s_, window[i * PX + j * s_]) for s_ in strides if j * s_ < PX]
+                el = cands[0][1]
+                for s_, e in cands[1:]:
+                    el = Mux(d.rowmode & (d.stride == s_), e, el)
+                raw = decode(el, d.in_mode, d.in_lv, f"val{i}_{j}")
+                v = Signal(signed(VB), name=f"value{i}_{j}")
+                m.d.comb += v.eq(Mux(ok1[j], raw, 0))
+                values[i][j] = v
+        TWU = TU * (2 + SBU)
+        wsel = [[Signal(TWU, name=f"w{o}_{i}") for i in range(PI)] for o in range(PO)]
+        for f, ((T, MS), (rp, _)) in enumerate(zip(p.wformats, wrps)):
             sb = shift_bits(MS)
             tw = T * (2 + sb)
             with m.If(d.wfmt == f):
                 for o in range(PO):
-                    word = rp.data[o * tw:(o + 1) * tw]
-                    fields = []
-                    for k in range(TU):
-                        if k < T:
-                            fld = word[k * (2 + sb):(k + 1) * (2 + sb)]
-                            fields.append(Cat(fld[:sb], Const(0, SBU - sb), fld[sb], fld[sb + 1]))
-                        else:
-                            fields.append(Const(0, TWU))
-                    m.d.comb += wsel[o].eq(Cat(*fields))
+                    for i in range(PI):
+                        word = rp.data[(o * PI + i) * tw:(o * PI + i + 1) * tw]
+                        fields = []
+                        for k in range(TU):
+                            if k < T:
+                                fld = word[k * (2 + sb):(k + 1) * (2 + sb)]
+                                fields.append(Cat(fld[:sb], Const(0, SBU - sb), fld[sb], fld[sb + 1]))
+                            else:
+                                fields.append(Const(0, 2 + SBU))
+                        m.d.comb += wsel[o][i].eq(Cat(*fields))
         # decoded values and weights registered (stage 1r): the PEs' inputs come from flip-flops
-        values_r = [Signal(signed(VB), name=f"value_r{j}") for j in range(PX)]
-        wsel_r = [Signal(TU * TWU, name=f"w_r{o}") for o in range(PO)]
-        m.d.sync += [a.eq(b) for a, b in zip(values_r, values)] + [a.eq(b) for a, b in zip(wsel_r, wsel)]
+        values_r = [[Signal(signed(VB), name=f"value_r{i}_{j}") for j in range(PX)] for i in range(PI)]
+        wsel_r = [[Signal(TWU, name=f"w_r{o}_{i}") for i in range(PI)] for o in range(PO)]
+        m.d.sync += [values_r[i][j].eq(values[i][j]) for i in range(PI) for j in range(PX)]
+        m.d.sync += [wsel_r[o][i].eq(wsel[o][i]) for o in range(PO) for i in range(PI)]
+        ps_r = Signal.like(ps)
+        m.d.sync += ps_r.eq(ps1)
         pes = [[None] * PX for _ in range(PO)]
         for o in range(PO):
             for j in range(PX):
-                pe = ShiftAddPE(act_bits=VB, act_signed=True, terms=TU, max_shift=MSU, acc_bits=ACC)
+                pe = ShiftAddDotPE(n=PI, value_bits=VB, terms=TU, max_shift=MSU, acc_bits=ACC, passes=npass)
                 m.submodules[f"pe_{o}_{j}"] = pe
-                m.d.comb += [pe.act.eq(values_r[j]), pe.weight.eq(wsel_r[o]), pe.en.eq(v1r), pe.clear.eq(first1r)]
+                if npass > 1:
+                    m.d.comb += pe.pass_.eq(ps_r)
+                m.d.comb += [pe.act[i].eq(values_r[i][j]) for i in range(PI)]
+                m.d.comb += [pe.weight[i].eq(wsel_r[o][i]) for i in range(PI)]
+                m.d.comb += [pe.en.eq(v1r), pe.clear.eq(first1r)]
                 pes[o][j] = pe
 
-        # stage 2: the finished group into the shadow chain
-        grp_pix2 = [Signal(AW + 1, name=f"gpix2_{j}") for j in range(PX)]
+        # stage 2: the finished group into the shadow rows (one row = one output channel)
+        grp_pix2 = Signal.like(grp_pix1)
+        pv2 = [Signal(name=f"pv2_{j}") for j in range(PX)]
         grp_ch2, grp_out2 = Signal.like(og_ch), Signal.like(og_out)
         with m.If(last1):
-            m.d.sync += [a.eq(b) for a, b in zip(grp_pix2, grp_pix1)] + [grp_ch2.eq(grp_ch1), grp_out2.eq(grp_out1)]
-        shadow = [Signal(signed(ACC), name=f"sh{k}") for k in range(PO * PX)]  # k = o*PX + j
-        spix = [Signal(AW + 1, name=f"spix{j}") for j in range(PX)]
+            m.d.sync += [grp_pix2.eq(grp_pix1), grp_ch2.eq(grp_ch1), grp_out2.eq(grp_out1)]
+            m.d.sync += [a.eq(b) for a, b in zip(pv2, pv1)]
+        shadow = [[Signal(signed(ACC), name=f"sh{o}_{j}") for j in range(PX)] for o in range(PO)]
+        spv = [Signal(name=f"spv{j}") for j in range(PX)]
+        spix = Signal.like(grp_pix1)
         s_o = Signal(range(max(2, PO + 1)))
-        s_j = Signal(range(max(2, PX + 1)))
         s_ch = Signal.like(og_ch)
-        s_off = Signal(AW + 1)           # og*PO*HoWo + o*HoWo
-        req_valid = Signal()             # into the requant pipeline this clock
-        req_acc = Signal(signed(max(ACC, p.acc_bits)))
-        req_ch = Signal.like(og_ch)
-        req_off = Signal(AW + 1)
-        req_src = Signal()               # 1: from the conv drain, 0: from gap
-        drain_req_valid = Signal()
+        s_off = Signal(AW + 1)           # og*PO*HWp_out + o*HWp_out
         with m.If(last2):
-            m.d.sync += [shadow[k].eq(pes[k // PX][k % PX].acc) for k in range(PO * PX)]
-            m.d.sync += [spix[j].eq(grp_pix2[j]) for j in range(PX)]
-            m.d.sync += [drain_busy.eq(1), s_o.eq(0), s_j.eq(0), s_ch.eq(grp_ch2), s_off.eq(grp_out2)]
+            m.d.sync += [shadow[o][j].eq(pes[o][j].acc) for o in range(PO) for j in range(PX)]
+            m.d.sync += [a.eq(b) for a, b in zip(spv, pv2)]
+            m.d.sync += [spix.eq(grp_pix2), drain_busy.eq(1), s_o.eq(0), s_ch.eq(grp_ch2), s_off.eq(grp_out2)]
         with m.Elif(drain_busy):
-            m.d.sync += [shadow[k].eq(shadow[k + 1]) for k in range(PO * PX - 1)]
-            m.d.sync += [spix[j].eq(spix[(j + 1) % PX]) for j in range(PX)]
-            with m.If(s_j == PX - 1):
-                m.d.sync += [s_j.eq(0), s_o.eq(s_o + 1), s_ch.eq(s_ch + 1), s_off.eq(s_off + d.HoWo)]
-                with m.If(s_o == PO - 1):
-                    m.d.sync += drain_busy.eq(0)
-            with m.Else():
-                m.d.sync += s_j.eq(s_j + 1)
-        m.d.comb += drain_req_valid.eq(drain_busy & (s_ch < d.O) & (spix[0] < d.HoWo))
+            m.d.sync += [shadow[o][j].eq(shadow[o + 1][j]) for o in range(PO - 1) for j in range(PX)]
+            m.d.sync += [s_o.eq(s_o + 1), s_ch.eq(s_ch + 1), s_off.eq(s_off + d.HWp_out)]
+            with m.If(s_o == PO - 1):
+                m.d.sync += drain_busy.eq(0)
+        drain_req_valid = Signal()
+        m.d.comb += drain_req_valid.eq(drain_busy & (s_ch < d.O))
 
         # ---------------------------------------------------------------- misc steps
         mc = Signal(range(max(2, max(max(r["C"], r["O"]) for r in self.recs) + 1)))
-        moy = Signal(range(max(2, max(r["Ho"] for r in self.recs) + 1)))
-        mox = Signal(range(max(2, max(r["Wo"] for r in self.recs) + 1)))
+        moy = Signal(rng("Ho"))
+        mox = Signal(rng("Wo"))
         mky = Signal.like(ky)
         mkx = Signal.like(kx)
-        mcb = Signal(AW + 1)          # channel base (c*HW, or the shortcut's src offset)
+        mcb = Signal(AW + 1)          # input channel base (c*HWp_in, or the shortcut's src offset)
         mrb = Signal(AW + 1)          # row base (oy*s*W)
         mcc = Signal(AW + 1)          # column (ox*s)
         mkoff = Signal(AW + 1)
-        mptr = Signal(AW + 1)         # gap: input pointer / pool, shortcut: output pointer
+        mob = Signal(AW + 1)          # output channel base (c*HWp_out)
+        mopix = Signal(AW + 1)        # output pixel (maxpool, shortcut) / input pixel (gap)
         mstate = Signal(range(4))     # 0 idle, 1 running, 2 shortcut: fetch src, 3 wait src
         mrd = Signal()                # a read issued this clock
         mfirst, mlast = Signal(), Signal()
         mvalid_src = Signal()
         m1, mfirst1, mlast1, mvalid1 = Signal(), Signal(), Signal(), Signal()
-        mout1 = Signal(AW + 1)
+        mwa1 = Signal(AW + 1)         # the output offset of the element read this clock
         mch1 = Signal.like(mc)
         m.d.comb += misc_idle.eq((mstate == 0) & ~m1)
         maddr = Signal(AW + 1)
         m.d.comb += src_rp.addr.eq(d.src_base + mc)
         srcoff = src_rp.data
         with m.If(d.op == OPS["gap"]):
-            m.d.comb += maddr.eq(d.in_base + mptr)
+            m.d.comb += maddr.eq(d.in_base + mcb + mopix)
         with m.Else():
             m.d.comb += maddr.eq(d.in_base + mcb + mrb + mcc + mkoff)
-        gap_pix = Signal(AW + 1)
         sc_zero = Signal()            # shortcut: this output channel is a zero channel
         m.d.sync += [m1.eq(mrd), mvalid1.eq(mvalid_src)]
 
         with m.If(misc_go):
             m.d.sync += [mc.eq(0), moy.eq(0), mox.eq(0), mky.eq(0), mkx.eq(0), mcb.eq(0), mrb.eq(0),
-                         mcc.eq(0), mkoff.eq(0), mptr.eq(0), gap_pix.eq(0)]
+                         mcc.eq(0), mkoff.eq(0), mob.eq(0), mopix.eq(0)]
             with m.If(d.op == OPS["shortcut"]):
                 m.d.sync += mstate.eq(2)
             with m.Else():
@@ -417,11 +540,12 @@ class Accelerator(wiring.Component):
                     with m.If(mkx == d.KW - 1):
                         m.d.sync += mkx.eq(0)
                         with m.If(mky == d.KH - 1):
-                            m.d.sync += [mky.eq(0), mkoff.eq(0)]
+                            m.d.sync += [mky.eq(0), mkoff.eq(0), mopix.eq(mopix + 1)]
                             with m.If(mox == d.Wo - 1):
                                 m.d.sync += [mox.eq(0), mcc.eq(0)]
                                 with m.If(moy == d.Ho - 1):
-                                    m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mcb.eq(mcb + d.HW)]
+                                    m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mcb.eq(mcb + d.HWp_in),
+                                                 mob.eq(mob + d.HWp_out), mopix.eq(0)]
                                     with m.If(mc == d.O - 1):
                                         m.d.sync += mstate.eq(0)
                                 with m.Else():
@@ -434,10 +558,12 @@ class Accelerator(wiring.Component):
                         m.d.sync += [mkx.eq(mkx + 1), mkoff.eq(mkoff + 1)]
                 with m.Case(OPS["shortcut"]):
                     m.d.comb += [mfirst.eq(1), mlast.eq(1), mvalid_src.eq(~sc_zero)]
+                    m.d.sync += mopix.eq(mopix + 1)
                     with m.If(mox == d.Wo - 1):
                         m.d.sync += [mox.eq(0), mcc.eq(0)]
                         with m.If(moy == d.Ho - 1):
-                            m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mstate.eq(2)]
+                            m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mstate.eq(2),
+                                         mob.eq(mob + d.HWp_out), mopix.eq(0)]
                             with m.If(mc == d.O - 1):
                                 m.d.sync += mstate.eq(0)
                         with m.Else():
@@ -445,94 +571,124 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += [mox.eq(mox + 1), mcc.eq(mcc + d.stride)]
                 with m.Case(OPS["gap"]):
-                    m.d.comb += [mfirst.eq(gap_pix == 0), mlast.eq(gap_pix == d.HW - 1), mvalid_src.eq(1)]
-                    m.d.sync += mptr.eq(mptr + 1)
-                    with m.If(gap_pix == d.HW - 1):
-                        m.d.sync += [gap_pix.eq(0), mc.eq(mc + 1)]
+                    m.d.comb += [mfirst.eq(mopix == 0), mlast.eq(mopix == d.HW - 1), mvalid_src.eq(1)]
+                    with m.If(mopix == d.HW - 1):
+                        m.d.sync += [mopix.eq(0), mc.eq(mc + 1), mcb.eq(mcb + d.HWp_in), mob.eq(mob + d.HWp_out)]
                         with m.If(mc == d.C - 1):
                             m.d.sync += mstate.eq(0)
                     with m.Else():
-                        m.d.sync += gap_pix.eq(gap_pix + 1)
+                        m.d.sync += mopix.eq(mopix + 1)
         with m.If(mstate == 3):
             m.d.sync += sc_zero.eq(srcoff < 0)
 
         # misc stage 1: data arrived
-        m.d.sync += [mfirst1.eq(mfirst), mlast1.eq(mlast), mch1.eq(mc)]
+        m.d.sync += [mfirst1.eq(mfirst), mlast1.eq(mlast), mch1.eq(mc),
+                     mwa1.eq(Mux(d.op == OPS["gap"], mob, mob + mopix))]
         mbest = Signal(A)
         msum = Signal(signed(ACC + 1))
-        mval = decode(aux_rp.data, d.in_mode, d.in_lv, "mval")
-        mout = Signal(AW + 1)          # output pointer (maxpool, shortcut)
+        aux_data = None               # set below (the aux window's elements)
         misc_wr = Signal()
         misc_wdata = Signal(A)
         gap_req = Signal()
         gap_acc = Signal(signed(ACC))
         gap_ch = Signal.like(mc)
-        with m.If(misc_go):
-            m.d.sync += mout.eq(0)
+        gap_off = Signal(AW + 1)
+
+        # ---------------------------------------------------------------- aux reads
+        # residual windows (drain), misc reads, debug reads share the aux copy
+        aux_start = Signal(AW)
+        req_off = Signal(AW + 1)
+        with m.If(drain_busy):
+            m.d.comb += aux_start.eq(d.res_base + req_off)
+        with m.Elif(mstate != 0):
+            m.d.comb += aux_start.eq(maddr)
+        with m.Else():
+            m.d.comb += aux_start.eq(self.dbg_addr)
+        aux_data = aux_mem.window_read([aux_start])
+        m.d.comb += self.dbg_data.eq(aux_data[0])
+
+        mval = decode(aux_data[0], d.in_mode, d.in_lv, "mval")
         with m.If(m1):
             with m.Switch(d.op):
                 with m.Case(OPS["maxpool"]):
-                    cur = Mux(mfirst1 | (aux_rp.data > mbest), aux_rp.data, mbest)
+                    cur = Mux(mfirst1 | (aux_data[0] > mbest), aux_data[0], mbest)
                     m.d.sync += mbest.eq(cur)
                     with m.If(mlast1):
                         m.d.comb += [misc_wr.eq(1), misc_wdata.eq(cur)]
-                        m.d.sync += mout.eq(mout + 1)
                 with m.Case(OPS["shortcut"]):
-                    m.d.comb += [misc_wr.eq(1), misc_wdata.eq(Mux(mvalid1, aux_rp.data, 0))]
-                    m.d.sync += mout.eq(mout + 1)
+                    m.d.comb += [misc_wr.eq(1), misc_wdata.eq(Mux(mvalid1, aux_data[0], 0))]
                 with m.Case(OPS["gap"]):
                     tot = Mux(mfirst1, mval, msum + mval)
                     m.d.sync += msum.eq(tot)
                     with m.If(mlast1):
-                        m.d.comb += [gap_req.eq(1), gap_acc.eq(tot), gap_ch.eq(mch1)]
+                        m.d.comb += [gap_req.eq(1), gap_acc.eq(tot), gap_ch.eq(mch1), gap_off.eq(mwa1)]
 
         # ---------------------------------------------------------------- requant pipeline
-        # R0: request (addresses to the constant ROMs and the residual port)
+        # PX lanes in lockstep: one output channel's PX results per clock
+        req_valid = Signal()
+        req_acc = [Signal(signed(ACC), name=f"req_acc{j}") for j in range(PX)]
+        req_pv = [Signal(name=f"req_pv{j}") for j in range(PX)]
+        req_ch = Signal.like(og_ch)
         m.d.comb += [
             req_valid.eq(drain_req_valid | gap_req),
-            req_acc.eq(Mux(drain_busy, shadow[0], gap_acc)),
             req_ch.eq(Mux(drain_busy, s_ch, gap_ch)),
-            req_off.eq(Mux(drain_busy, s_off + spix[0], gap_ch)),
+            req_off.eq(Mux(drain_busy, s_off + spix, gap_off)),
         ]
+        m.d.comb += [req_acc[j].eq(Mux(drain_busy, shadow[0][j], gap_acc if j == 0 else 0)) for j in range(PX)]
+        m.d.comb += [req_pv[j].eq(Mux(drain_busy, spv[j], 1 if j == 0 else 0)) for j in range(PX)]
         for k, rp in crp.items():
             m.d.comb += rp.addr.eq(d.cbase + req_ch)
         r1_valid = Signal()
-        r1_acc = Signal.like(req_acc)
+        r1_acc = [Signal(signed(ACC), name=f"r1_acc{j}") for j in range(PX)]
+        r1_pv = [Signal(name=f"r1_pv{j}") for j in range(PX)]
         r1_ch = Signal.like(req_ch)
         r1_off = Signal.like(req_off)
-        m.d.sync += [r1_valid.eq(req_valid), r1_acc.eq(req_acc), r1_ch.eq(req_ch), r1_off.eq(req_off)]
+        m.d.sync += [r1_valid.eq(req_valid), r1_ch.eq(req_ch), r1_off.eq(req_off)]
+        m.d.sync += [a.eq(b) for a, b in zip(r1_acc, req_acc)] + [a.eq(b) for a, b in zip(r1_pv, req_pv)]
         # R1: products (registered), R2: sum and shift (registered), R3: activation rule
-        res_v = decode(aux_rp.data, d.res_mode, d.res_lv, "res_value")
         SUMB = max(p.sum_bits, ACC + p.const_bits["mult"], p.const_bits["bias"], VB + p.const_bits["rmult"]) + 3
-        pa = Signal(signed(ACC + p.const_bits["mult"]), name="prod_acc")
-        pr = Signal(signed(VB + p.const_bits["rmult"]), name="prod_res")
-        pb = Signal(signed(p.const_bits["bias"]), name="bias_r")
         ra_valid, ra_off, ra_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
-        m.d.sync += [pa.eq(r1_acc * crp["mult"].data), pr.eq(Mux(d.has_res, res_v * crp["rmult"].data, 0)),
-                     pb.eq(crp["bias"].data), ra_valid.eq(r1_valid), ra_off.eq(r1_off), ra_ch.eq(r1_ch)]
-        ssum = Signal(signed(SUMB))
-        m.d.comb += ssum.eq(pa + pb + pr)
-        y = Signal(signed(SUMB))
+        ra_pv = [Signal(name=f"ra_pv{j}") for j in range(PX)]
+        m.d.sync += [ra_valid.eq(r1_valid), ra_off.eq(r1_off), ra_ch.eq(r1_ch)] + \
+            [a.eq(b) for a, b in zip(ra_pv, r1_pv)]
         rb_valid, rb_off, rb_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
-        m.d.sync += [y.eq(ssum >> d.shift), rb_valid.eq(ra_valid), rb_off.eq(ra_off), rb_ch.eq(ra_ch)]
-        code = Signal(signed(max(p.out_bits, A + 1, 2)))
-        with m.Switch(d.act):
-            with m.Case(ACTS["none"]):
-                m.d.comb += code.eq(y)
-            with m.Case(ACTS["clip"]):
-                m.d.comb += code.eq(Mux(y < 0, 0, Mux(y > d.act_max, d.act_max, y)))
-            with m.Default():
-                cnt = 0
-                for k in range(p.NT):
-                    ge = Signal(name=f"ge{k}")
-                    m.d.comb += ge.eq(y >= thr_tab[d.act_tab][k])
-                    cnt = cnt + ge
-                m.d.comb += code.eq(cnt)
+        rb_pv = [Signal(name=f"rb_pv{j}") for j in range(PX)]
+        m.d.sync += [rb_valid.eq(ra_valid), rb_off.eq(ra_off), rb_ch.eq(ra_ch)] + \
+            [a.eq(b) for a, b in zip(rb_pv, ra_pv)]
         r2_valid = Signal()
-        r2_code = Signal.like(code)
         r2_off = Signal.like(r1_off)
         r2_ch = Signal.like(r1_ch)
-        m.d.sync += [r2_valid.eq(rb_valid), r2_code.eq(code), r2_off.eq(rb_off), r2_ch.eq(rb_ch)]
+        r2_pv = [Signal(name=f"r2_pv{j}") for j in range(PX)]
+        m.d.sync += [r2_valid.eq(rb_valid), r2_off.eq(rb_off), r2_ch.eq(rb_ch)] + \
+            [a.eq(b) for a, b in zip(r2_pv, rb_pv)]
+        r2_code = []
+        for j in range(PX):
+            res_v = decode(aux_data[j], d.res_mode, d.res_lv, f"res_value{j}")
+            pa = Signal(signed(ACC + p.const_bits["mult"]), name=f"prod_acc{j}")
+            pr = Signal(signed(VB + p.const_bits["rmult"]), name=f"prod_res{j}")
+            pb = Signal(signed(p.const_bits["bias"]), name=f"bias_r{j}")
+            m.d.sync += [pa.eq(r1_acc[j] * crp["mult"].data), pr.eq(Mux(d.has_res, res_v * crp["rmult"].data, 0)),
+                         pb.eq(crp["bias"].data)]
+            ssum = Signal(signed(SUMB), name=f"ssum{j}")
+            m.d.comb += ssum.eq(pa + pb + pr)
+            y = Signal(signed(SUMB), name=f"y{j}")
+            m.d.sync += y.eq(ssum >> d.shift)
+            code = Signal(signed(max(p.out_bits, A + 1, 2)), name=f"code{j}")
+            with m.Switch(d.act):
+                with m.Case(ACTS["none"]):
+                    m.d.comb += code.eq(y)
+                with m.Case(ACTS["clip"]):
+                    m.d.comb += code.eq(Mux(y < 0, 0, Mux(y > d.act_max, d.act_max, y)))
+                with m.Default():
+                    cnt = 0
+                    for k in range(p.NT):
+                        ge = Signal(name=f"ge{j}_{k}")
+                        m.d.comb += ge.eq(y >= thr_tab[d.act_tab][k])
+                        cnt = cnt + ge
+                    m.d.comb += code.eq(cnt)
+            rc = Signal.like(code, name=f"r2_code{j}")
+            m.d.sync += rc.eq(code)
+            r2_code.append(rc)
         # R4: write
         logits = Array([Signal(signed(p.out_bits), name=f"logit{k}") for k in range(max(1, p.n_out))])
         best = Signal(signed(p.out_bits))
@@ -542,24 +698,21 @@ class Accelerator(wiring.Component):
         req_wr = Signal()
         m.d.comb += req_wr.eq(r2_valid & ~d.to_logits)
         with m.If(r2_valid & d.to_logits):
-            m.d.sync += logits[r2_ch].eq(r2_code)
-            with m.If((r2_ch == 0) | (r2_code > best)):
-                m.d.sync += [best.eq(r2_code), klass.eq(r2_ch)]
-
-        # residual read (R0) / misc reads / debug reads share the auxiliary port
-        with m.If(drain_busy):
-            m.d.comb += aux_rp.addr.eq(d.res_base + req_off)
-        with m.Elif(mstate != 0):
-            m.d.comb += aux_rp.addr.eq(maddr)
+            m.d.sync += logits[r2_ch].eq(r2_code[0])
+            with m.If((r2_ch == 0) | (r2_code[0] > best)):
+                m.d.sync += [best.eq(r2_code[0]), klass.eq(r2_ch)]
 
         # ---------------------------------------------------------------- top FSM
+        in_pix = Signal(AW + 1)
+        in_cb = Signal(AW + 1)
         in_cnt = Signal(range(max(2, p.n_in + 1)))
         out_cnt = Signal(range(max(2, p.n_out + 1)))
-        in_base = p.tensor_addr["input"][0]
+        in_base, in_c, in_hw, in_hwp = p.tensor_layout["input"]
         wait = Signal(3)
         done = Signal()
         m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v1r & ~last1 & ~last1r & ~last2 & ~drain_busy &
                                                        ~r1_valid & ~ra_valid & ~rb_valid & ~r2_valid)]
+        in_wr = Signal()
         with m.FSM():
             with m.State("BOOT"):
                 # one clock after reset: the state register changes once, so simulators
@@ -567,14 +720,19 @@ class Accelerator(wiring.Component):
                 # output that depends on the state alone (in_ready was X there otherwise)
                 m.next = "IDLE"
             with m.State("IDLE"):
-                m.d.comb += self.in_ready.eq(1)
-                with m.If(self.in_valid):
-                    m.d.comb += [wr_en.eq(1), wr_addr.eq(in_base + in_cnt), wr_data.eq(self.in_data)]
+                ready = self.wl_done if p.weights_loaded else 1   # weights loaded first
+                m.d.comb += self.in_ready.eq(ready)
+                with m.If(self.in_valid & ready):
+                    m.d.comb += in_wr.eq(1)
                     m.d.sync += [done.eq(0), in_cnt.eq(in_cnt + 1)]
+                    with m.If(in_pix == in_hw - 1):
+                        m.d.sync += [in_pix.eq(0), in_cb.eq(in_cb + in_hwp)]
+                    with m.Else():
+                        m.d.sync += in_pix.eq(in_pix + 1)
                     with m.If(in_cnt == 0):
                         m.d.sync += cyc.eq(0)
                     with m.If(in_cnt == p.n_in - 1):
-                        m.d.sync += [in_cnt.eq(0), step.eq(0), wait.eq(0)]
+                        m.d.sync += [in_cnt.eq(0), in_pix.eq(0), in_cb.eq(0), step.eq(0), wait.eq(0)]
                         m.next = "LOAD"
             with m.State("LOAD"):          # descriptor read (one clock)
                 m.d.comb += [running.eq(1), self.busy.eq(1)]
@@ -616,9 +774,14 @@ class Accelerator(wiring.Component):
                     with m.If(out_cnt == p.n_out - 1):
                         m.d.sync += out_cnt.eq(0)
                         m.next = "IDLE"
-        # write bus: misc writes and requant writes (never in the same clock as input)
-        with m.If(misc_wr):
-            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + mout), wr_data.eq(misc_wdata)]
+        # write bus: input, misc writes and requant writes (never in the same clock)
+        with m.If(in_wr):
+            m.d.comb += [wr_en.eq(1), wr_addr.eq(in_base + in_cb + in_pix), wr_data[0].eq(self.in_data),
+                         wr_valid[0].eq(1)]
+        with m.Elif(misc_wr):
+            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + mwa1), wr_data[0].eq(misc_wdata), wr_valid[0].eq(1)]
         with m.Elif(req_wr):
-            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + r2_off), wr_data.eq(r2_code)]
+            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + r2_off)]
+            m.d.comb += [wr_data[j].eq(r2_code[j]) for j in range(PX)]
+            m.d.comb += [wr_valid[j].eq(r2_pv[j]) for j in range(PX)]
         return m

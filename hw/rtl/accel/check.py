@@ -1,10 +1,11 @@
 """Run the accelerator on images in a simulator and compare with hw/golden.py.
 
-`check_accel(ir, x, sim, po=, px=, layers=, words=)` builds the plan and the design,
+`check_accel(ir, x, sim, po=, pi=, px=, layers=, words=)` builds the plan and the design,
 computes the golden outputs of every node for the images `x` (input integers
 [N, C, H, W]), runs `sim.test_accel` through `sim.runner.run_test` (cached builds) and
 returns the report: per image the cycles, class, whether the logits, the class and
-every checked step's activations equal the golden model's.
+every checked step's activations (read element by element through the debug port,
+channel by channel: a tensor's channels lie `HWp` words apart) equal the golden model's.
 """
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ def accel_case(ir, plan, x, *, layers=True) -> dict:
     out = ir.graph["output"]
     steps = []
     for s in plan.steps:
-        base, words = plan.tensor_addr.get(s.name, (0, 0))
-        steps.append(dict(name=s.name, base=base, words=words, check=bool(layers) and not s.to_logits))
+        segs = []
+        if s.name in plan.tensor_layout:
+            base, C, HW, HWp = plan.tensor_layout[s.name]
+            segs = [[base + c * HWp, HW] for c in range(C)]
+        steps.append(dict(name=s.name, segments=segs, check=bool(layers) and not s.to_logits))
     images = []
     for k in range(len(x)):
         img = dict(input=[int(v) for v in np.asarray(x[k]).reshape(-1)],
@@ -49,19 +53,23 @@ def accel_case(ir, plan, x, *, layers=True) -> dict:
                              for s in steps if s["check"]}
         images.append(img)
     budget = sum(plan.cycle_estimate().values())
-    return dict(steps=steps, images=images, in_bits=plan.in_bits, out_bits=plan.out_bits,
+    case = dict(steps=steps, images=images, in_bits=plan.in_bits, out_bits=plan.out_bits,
                 n_out=plan.n_out, cycle_budget=budget)
+    if plan.weights_loaded:
+        case["loaded_words"] = [int(w) for w in plan.loaded_words]
+    return case
 
 
-def check_accel(ir, x, sim, *, po=4, px=1, layers=True, words=None, plan=None, tag=None) -> dict:
+def check_accel(ir, x, sim, *, po=4, pi=1, px=1, layers=True, words=None, plan=None, tag=None,
+                weights_loaded=False) -> dict:
     from sim.runner import emit_verilog, run_test
 
-    plan = plan or make_plan(ir, po=po, px=px, words=words)
+    plan = plan or make_plan(ir, po=po, pi=pi, px=px, words=words, weights_loaded=weights_loaded)
     text = emit_verilog(Accelerator(plan), "accel")
     case = accel_case(ir, plan, np.asarray(x), layers=layers)
     rep = run_test(text, "accel", "sim.test_accel", sim, case,
-                   tag=tag or f"{ir.graph['name']}-po{plan.PO}-px{plan.PX}")
-    rep.update(PO=plan.PO, PX=plan.PX, macs=plan.macs, pes=plan.pes, mac_bound=plan.macs / plan.pes)
+                   tag=tag or f"{ir.graph['name']}-po{plan.PO}-pi{plan.PI}-px{plan.PX}{'-wl' if plan.weights_loaded else ''}")
+    rep.update(PO=plan.PO, PI=plan.PI, PX=plan.PX, macs=plan.macs, pes=plan.pes, mac_bound=plan.macs / plan.pes)
     cyc = [r["cycles"] for r in rep.get("results", [])]
     if cyc:
         rep["cycles"] = cyc[0] if len(set(cyc)) == 1 else cyc

@@ -10,17 +10,27 @@ nodes in order and produces:
   activation rule, decode tables, and the per-pixel-lane start values of the address
   generators. `flatten` is not a step: a `[C, H, W]` tensor and its flattening have the
   same row-major addresses, so flatten aliases its input buffer.
-- **memory plan**: one activation address space (word = `act_bits`, the widest stored
-  code or input integer) split into equal buffers; every tensor gets a buffer by
+- **memory plan**: one activation address space (element = `act_bits`, the widest
+  stored code or input integer) split into equal buffers; every tensor gets a buffer by
   liveness (a buffer is reused once every reader of its tensor has run), which gives
-  ping-pong plus the buffer a residual add keeps alive. Weights live in one memory per
-  weight format (terms T, max_shift): word = PO table words (one per output-channel
-  lane), one word per (output group, input channel, ky, kx). Requant constants (mult,
-  bias, rmult) are tables indexed by (step base + channel). The network output (the
-  logits, signed ints) goes to its own small memory.
+  ping-pong plus the buffer a residual add keeps alive. A tensor [C, H, W] lies channel
+  by channel with a channel stride `HWp >= H*W` (`channel_stride`). The address space is
+  interleaved over NB = PI*PX banks (element a in bank a mod NB): PX consecutive
+  elements of PI channels at offsets i*HWp fall in NB distinct banks because
+  HWp = PX (mod NB), so one clock reads the PI x PX activations the PE array needs.
+  Weights live in one memory per weight format (terms T, max_shift): word = PO*PI table
+  words (lane o*PI + i: output channel og*PO + o, input channel cg*PI + i), one word
+  per (output group, input-channel group, ky, kx). Requant constants (mult, bias,
+  rmult) are tables indexed by (step base + channel). The network output (the logits,
+  signed ints) goes to its own small memory.
 - **budget check** `check_budget(plan, device)`: maps every memory onto the device's
   RAM blocks (UP5K: weights in SPRAM, the rest in EBR; ECP5: block RAM) and raises
   `DoesNotFit` with a one-line message naming the memory and the numbers.
+
+Pixel groups of a conv: "raster" (stride 1 and W == Wo: PX consecutive output pixels in
+raster order read PX consecutive input elements, whatever rows they span) or "row"
+(otherwise: L = min(PX // stride, Wo) pixels of one output row, read at stride
+`stride` inside a window of PX elements).
 
 Address arithmetic is incremental in hardware (no multipliers); the plan supplies the
 constants (e.g. `row_step = stride * W`).
@@ -50,6 +60,15 @@ def _shift_bits(max_shift: int) -> int:
     return max(1, int(max_shift).bit_length())
 
 
+# The PE array's weight format: 2 terms with shifts 0..3 (the APoT W4 and PoT layers as
+# they are); wider weights (the 8-bit first and last layers: shifts up to 7) run as
+# passes over the same activations, one per 4-shift window. Narrow PEs are what lets
+# hundreds of them fit (docs/accelerator.md).
+PE_TERMS, PE_MAX_SHIFT = 2, 3
+PE_TW = PE_TERMS * (2 + _shift_bits(PE_MAX_SHIFT))
+MAX_PASSES = 4
+
+
 @dataclass
 class Step:
     """One descriptor: what the sequencer does for one node (plain numbers)."""
@@ -77,7 +96,8 @@ class Step:
     res_mode: str = "identity"
     res_levels: int = 0
     # weights (conv)
-    wfmt: int = 0             # weight memory / format index
+    wfmt: int = 0             # weight memory / format index (one format: the PE's)
+    npass: int = 1            # weight passes per (input-channel group, ky, kx)
     wbase: int = 0            # word address of output group 0
     OG: int = 1
     PG: int = 1               # pixel groups (ceil(Ho*Wo / PX))
@@ -91,6 +111,21 @@ class Step:
     to_logits: bool = False   # write to the logits memory (the network output)
     # shortcut: source channel table
     src_base: int = 0
+    # layout: channel strides of the input / output tensors (residual = output's)
+    HWp_in: int = 1
+    HWp_out: int = 1
+    CG: int = 1               # input-channel groups (ceil(C / PI))
+    # pixel groups: raster (PX consecutive raster pixels) or row (L pixels of one row)
+    rowmode: bool = False
+    L: int = 1                # pixel lanes in use
+    dix: int = 0              # lane advance per group (ix, iy, row, pix) and its row wrap
+    diy: int = 0
+    drow: int = 0
+    dpix: int = 0
+    wrap_lim: int = 0
+    wrap_ix: int = 0
+    wrap_row: int = 0
+    dpix_wrap: int = 0
     # per pixel lane start values (conv): iy0, ix0, row (= iy0*W + ix0), pix
     lanes: list = field(default_factory=list)
     # reads / writes of the step (for the report and the test)
@@ -111,11 +146,13 @@ class Plan:
     name: str
     PO: int
     PX: int
+    PI: int
     steps: list
     act_bits: int             # width of an activation word
     act_buffers: int          # number of buffers
     buf_words: int            # words per buffer
     tensor_addr: dict         # node name (and "input") -> (base address, words)
+    tensor_layout: dict       # node name (and "input") -> (base, C, HW, HWp)
     level_tables: list        # decode tables (16 entries each)
     threshold_tables: list    # threshold tables (NT entries each, padded with a huge value)
     NT: int                   # thresholds per table
@@ -135,6 +172,15 @@ class Plan:
     output: str
     input_shape: list
     macs: int
+    weights_loaded: bool = False   # weights written at boot (wl_* ports), not initialised
+
+    @property
+    def loaded_words(self):
+        return self.wmem[0]
+
+    @property
+    def loaded_word_bits(self):
+        return self.wmem_word_bits[0]
 
     @property
     def act_words(self):
@@ -142,12 +188,27 @@ class Plan:
 
     @property
     def pes(self):
-        return self.PO * self.PX
+        return self.PO * self.PI * self.PX
+
+    @property
+    def banks(self):
+        return self.PI * self.PX
+
+    @property
+    def bank_depth(self):
+        return -(-self.act_words // self.banks)
+
+    def element_addresses(self, name) -> list[int]:
+        """Addresses of tensor `name`'s elements in [C][H*W] order (debug reads)."""
+        base, C, HW, HWp = self.tensor_layout[name]
+        return [base + c * HWp + p for c in range(C) for p in range(HW)]
 
     def memories(self) -> list[dict]:
         """Every memory of the design: name, kind, width, depth, copies."""
-        mems = [dict(name="act", kind="act", width=self.act_bits, depth=self.act_words,
-                     copies=self.PX + 1)]
+        # two copies of the banked activation memory: the PE array's reads, and the
+        # residual / pooling / debug reads
+        mems = [dict(name="act", kind="act", width=self.act_bits, depth=self.bank_depth,
+                     copies=2 * self.banks)]
         for f, words in enumerate(self.wmem):
             mems.append(dict(name=f"weights{f}", kind="weights", width=self.wmem_word_bits[f],
                              depth=len(words), copies=1))
@@ -162,8 +223,7 @@ class Plan:
         per = {}
         for s in self.steps:
             if s.op == "conv":
-                drain = self.PO * self.PX
-                per[s.name] = s.OG * s.PG * max(s.S, drain + 1) + 8
+                per[s.name] = s.OG * s.PG * max(s.S, self.PO + 1) + 12
             elif s.op == "maxpool":
                 per[s.name] = s.O * s.HoWo * (s.KH * s.KW + 1) + 4
             elif s.op == "gap":
@@ -187,15 +247,37 @@ def _decode_mode(t: dict, level_tables: list) -> tuple[str, int]:
     return "levels", level_tables.index(lv)
 
 
-def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Plan:
-    """The plan of `ir` for a PO (output-channel lanes) x PX (pixel lanes) PE array.
+def channel_stride(hw: int, pi: int, px: int) -> int:
+    """HWp: the channel stride of a tensor with `hw` pixels per channel. With PI > 1 it is
+    the smallest HWp >= hw with HWp = PX (mod PI*PX), so that channel lane i's window
+    (offset i*HWp) starts i*PX banks after lane 0's and the PI windows of PX elements
+    never share a bank."""
+    if pi == 1:
+        return hw
+    nb = pi * px
+    return hw + (px - hw) % nb
+
+
+def _pow2(v):
+    return v >= 1 and v & (v - 1) == 0
+
+
+def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None = None,
+              weights_loaded: bool = False) -> Plan:
+    """The plan of `ir` for a PO (output-channel lanes) x PI (input-channel lanes) x PX
+    (pixel lanes) PE array.
 
     `words`: optional {node: table words} (from tables/NAME.mem) used instead of packing
-    the IR's terms (so a corrupted table reaches the hardware)."""
+    the IR's terms (so a corrupted table reaches the hardware).
+    `weights_loaded`: the weight memory has no initial contents and is written at boot
+    through the accelerator's `wl_*` ports (iCE40 SPRAM, boards/flash_loader.py)."""
+    from hw.rtl.pe import pack_terms, unpack_word
     from hw.tables import pack_words
 
-    if po < 1 or px < 1:
-        raise PlanError(f"PO and PX must be >= 1 (got {po}, {px})")
+    if po < 1 or px < 1 or pi < 1:
+        raise PlanError(f"PO, PI and PX must be >= 1 (got {po}, {pi}, {px})")
+    if not (_pow2(pi) and _pow2(px)):
+        raise PlanError(f"PI and PX must be powers of two (got {pi}, {px}): the banks are addressed by bits")
     nodes = ir.nodes
     out_name = ir.graph["output"]
     # ---- which tensors are stored, their readers
@@ -215,8 +297,12 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
         for s in srcs:
             last_use[root(s)] = k
     # ---- word sizes and widths
+    def chw(t):
+        sh = list(t["shape"]) + [1, 1]
+        return sh[0], sh[1] * sh[2]
     def words_of(t):
-        return int(np.prod(t["shape"]))
+        c, hw = chw(t)
+        return c * channel_stride(hw, pi, px)
     stored = ["input"] + [n["name"] for n in nodes if n["op"] != "flatten" and n["name"] != out_name]
     act_bits = 1
     for name in stored:
@@ -242,10 +328,15 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
         # a node may not overwrite its own inputs: they are busy through step k
         buf_of[n["name"]] = alloc(n["name"], k)
     tensor_addr = {name: (buf_of[name] * buf_words, words_of(ir.tensor(name))) for name in stored}
+    tensor_layout = {}
+    for name in stored:
+        c, hw = chw(ir.tensor(name))
+        tensor_layout[name] = (tensor_addr[name][0], c, hw, channel_stride(hw, pi, px))
     for a in alias:
         tensor_addr[a] = tensor_addr[root(a)]
     # ---- weights: one memory per (terms, max_shift) format
-    wformats, wmem, wmem_bits = [], [], []
+    # one weight memory: word = PO*PI PE words (PE_TERMS terms, shifts <= PE_MAX_SHIFT)
+    wformats, wmem, wmem_bits = [(PE_TERMS, PE_MAX_SHIFT)], [[]], [po * pi * PE_TW]
     consts = {"mult": [], "bias": [], "rmult": []}
     level_tables, thr_tables, srcmap, steps = [], [], [], []
     NT = 15
@@ -255,6 +346,7 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
         if op == "flatten":
             continue
         tin = ir.tensor(n["input"])
+        rin = ir.tensor(root(n["input"]))   # a flatten's input: what the memory holds
         tout = n["out"]
         st = Step(index=len(steps), name=name, op=op, node_out=name)
         st.in_base = tensor_addr[root(n["input"])][0]
@@ -268,15 +360,22 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
             vbits = max(vbits, vmax.bit_length() + 1)
         else:
             vbits = max(vbits, int(tin["bits"]))
-        ishape = list(tin["shape"]) + [1, 1]
+        ishape = list(rin["shape"]) + [1, 1]
         st.C, st.H, st.W = ishape[0], ishape[1], ishape[2]
         oshape = list(tout["shape"]) + [1, 1]
         st.O, st.Ho, st.Wo = oshape[0], oshape[1], oshape[2]
+        st.HWp_in = channel_stride(st.HW, pi, px)
+        st.HWp_out = channel_stride(st.HoWo, pi, px)
         if op in ("conv2d", "linear"):
             st.op = "conv"
             if op == "linear":
-                st.C, st.H, st.W = n["in_features"], 1, 1
+                # a linear layer on a [C, H, W] tensor (through flatten) is a KH=H x KW=W
+                # convolution without padding: same weight order (c, y, x), 1x1 output
+                if st.C * st.H * st.W != n["in_features"]:
+                    raise PlanError(f"{name}: in_features {n['in_features']} != {st.C}x{st.H}x{st.W}")
+                st.KH, st.KW = st.H, st.W
                 st.O, st.Ho, st.Wo = n["out_features"], 1, 1
+                st.HWp_out = channel_stride(1, pi, px)
             else:
                 st.KH, st.KW = n["kernel"]
                 st.stride, st.pad = n["stride"], n["padding"]
@@ -284,11 +383,6 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
                 raise PlanError(f"node {name!r} has no requantization (raw accumulator out): not supported")
             wd = n["weight"]
             fmt = (int(wd["terms"]), int(wd["max_shift"]))
-            if fmt not in wformats:
-                wformats.append(fmt)
-                wmem.append([])
-                wmem_bits.append(po * fmt[0] * (2 + _shift_bits(fmt[1])))
-            st.wfmt = wformats.index(fmt)
             tw = fmt[0] * (2 + _shift_bits(fmt[1]))
             if words is not None and name in words:
                 wl = [int(x) for x in words[name]]
@@ -297,28 +391,41 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
                 wl = [int(x) for x in wl]
             if len(wl) != st.O * st.C * st.KH * st.KW:
                 raise PlanError(f"{name}: {len(wl)} table words for {st.O * st.C * st.KH * st.KW} weights")
+            # every weight as npass PE words of PE_TERMS terms with shifts <= PE_MAX_SHIFT:
+            # pass q holds the terms with shift in [4q, 4q+3] (shift - 4q), its dot product
+            # is accumulated << 4q
+            st.npass = fmt[1] // (PE_MAX_SHIFT + 1) + 1
+            if st.npass > MAX_PASSES:
+                raise PlanError(f"{name}: weight shifts up to {fmt[1]} (at most {MAX_PASSES * 4 - 1} supported)")
+            pw = [[0] * st.npass for _ in wl]
+            for k_, w in enumerate(wl):
+                terms = unpack_word(w & ((1 << tw) - 1), fmt[0], fmt[1])
+                for q in range(st.npass):
+                    sel = [(sg, sh - 4 * q) for sg, sh in terms if sg and 4 * q <= sh < 4 * q + 4]
+                    if len(sel) > PE_TERMS:
+                        raise PlanError(f"{name}: a weight has {len(sel)} terms with shifts in "
+                                        f"[{4 * q}, {4 * q + 3}] (the PEs take {PE_TERMS})")
+                    pw[k_][q] = pack_terms(sel, PE_MAX_SHIFT)
             st.OG = -(-st.O // po)
-            st.S = st.C * st.KH * st.KW
-            st.PG = -(-st.HoWo // px)
-            mem = wmem[st.wfmt]
+            st.CG = -(-st.C // pi)
+            K = st.KH * st.KW
+            st.S = st.CG * K * st.npass
+            mem = wmem[0]
             st.wbase = len(mem)
             for og in range(st.OG):
-                for t in range(st.S):
-                    word = 0
-                    for l in range(po):
-                        o = og * po + l
-                        if o < st.O:
-                            word |= (wl[o * st.S + t] & ((1 << tw) - 1)) << (l * tw)
-                    mem.append(word)
-            st.macs = st.O * st.S * st.HoWo
+                for cg in range(st.CG):
+                    for k in range(K):
+                        for q in range(st.npass):
+                            word = 0
+                            for o_ in range(po):
+                                for i in range(pi):
+                                    o, c = og * po + o_, cg * pi + i
+                                    if o < st.O and c < st.C:
+                                        word |= pw[(o * st.C + c) * K + k][q] << ((o_ * pi + i) * PE_TW)
+                            mem.append(word)
+            st.macs = st.O * st.C * K * st.HoWo
             acc_bits = max(acc_bits, int(n["acc_bits"]))
-            # lanes: pixel j of each group starts at pixel j
-            s, p = st.stride, st.pad
-            st.lanes = []
-            for j in range(px):
-                oy, ox = divmod(j, st.Wo)
-                iy0, ix0 = oy * s - p, ox * s - p
-                st.lanes.append((iy0, ix0, iy0 * st.W + ix0, j))
+            _pixel_groups(st, px)
         elif op == "maxpool":
             st.KH = st.KW = int(n["kernel"])
             st.stride = int(n["stride"])
@@ -329,7 +436,7 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
         elif op == "shortcut":
             st.stride = int(n["stride"])
             st.src_base = len(srcmap)
-            srcmap.extend(int(c) * st.HW if c >= 0 else -1 for c in n["src"])
+            srcmap.extend(int(c) * st.HWp_in if c >= 0 else -1 for c in n["src"])
         rq = n.get("requant")
         if rq:
             st.cbase = len(consts["mult"])
@@ -375,14 +482,44 @@ def make_plan(ir, *, po: int = 8, px: int = 1, words: dict | None = None) -> Pla
     cb = {k: bits_signed(min(v + [0]), max(v + [0])) for k, v in consts.items()}
     outt = ir.tensor(out_name)
     inp = ir.tensor("input")
-    return Plan(name=ir.graph["name"], PO=po, PX=px, steps=steps, act_bits=act_bits,
+    return Plan(weights_loaded=bool(weights_loaded), name=ir.graph["name"], PO=po, PX=px, PI=pi, steps=steps, act_bits=act_bits,
                 act_buffers=len(busy_until), buf_words=buf_words, tensor_addr=tensor_addr,
+                tensor_layout=tensor_layout,
                 level_tables=level_tables, threshold_tables=thr_tables, NT=NT,
                 wformats=wformats, wmem=wmem, wmem_word_bits=wmem_bits, consts=consts,
                 const_bits=cb, srcmap=srcmap, value_bits=max(vbits, act_bits + 1),
-                acc_bits=acc_bits, sum_bits=sum_bits, n_in=words_of(inp), in_bits=int(inp["bits"]),
-                n_out=words_of(outt), out_bits=int(outt["bits"]), output=out_name,
+                acc_bits=acc_bits, sum_bits=sum_bits, n_in=int(np.prod(inp["shape"])), in_bits=int(inp["bits"]),
+                n_out=int(np.prod(outt["shape"])), out_bits=int(outt["bits"]), output=out_name,
                 input_shape=list(inp["shape"]), macs=macs_total)
+
+
+def _pixel_groups(st: Step, px: int) -> None:
+    """Pixel-group mode and the lane address generators' constants of a conv step."""
+    s, p = st.stride, st.pad
+    st.rowmode = not (s == 1 and st.W == st.Wo and st.H == st.Ho)
+    if not st.rowmode:
+        # raster: lane j = pixel pg*PX + j; the input address of lane j is lane 0's + j
+        st.L = px
+        st.PG = -(-st.HoWo // px)
+        dy, dx = divmod(px, st.Wo)
+        st.dix, st.diy, st.drow, st.dpix = dx, dy, dy * st.W + dx, px
+        st.wrap_lim, st.wrap_ix, st.wrap_row = st.Wo - p, st.Wo, st.W - st.Wo
+        st.dpix_wrap = px
+        starts = [divmod(j, st.Wo) + (j,) for j in range(px)]
+    else:
+        # row: L pixels of one output row at stride s: a window of (L-1)*s+1 <= PX elements
+        st.L = max(1, min(px // s, st.Wo)) if s <= px else 1
+        gr = -(-st.Wo // st.L)                      # groups per output row
+        st.PG = st.Ho * gr
+        st.dix, st.diy, st.drow, st.dpix = st.L * s, 0, st.L * s, st.L
+        st.wrap_lim, st.wrap_ix = st.Wo * s - p, gr * st.L * s
+        st.wrap_row = s * st.W - gr * st.L * s
+        st.dpix_wrap = st.Wo - (gr - 1) * st.L
+        starts = [(0, j, j) for j in range(px)]
+    st.lanes = []
+    for oy, ox, pix in starts:
+        iy0, ix0 = oy * s - p, ox * s - p
+        st.lanes.append((iy0, ix0, iy0 * st.W + ix0, pix))
 
 
 # ---------------------------------------------------------------- device budgets
