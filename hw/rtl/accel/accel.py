@@ -97,7 +97,7 @@ def descriptor_records(plan: Plan) -> list[dict]:
             row_step=st * s.W,                          # maxpool / shortcut: next output row
             rowmode=int(s.rowmode), lmask=(1 << s.L) - 1, dpix=s.dpix, dpix_wrap=s.dpix_wrap,
             dix=s.dix, diy=s.diy, drow=s.drow, wrap_lim=s.wrap_lim, wrap_ix=s.wrap_ix,
-            wrap_row=s.wrap_row,
+            wrap_row=s.wrap_row, sl=s.sl, sl_cc=s.sl * st,
         )
         for i in range(1, PI):
             r[f"ioff{i}"] = i * s.HWp_in
@@ -507,6 +507,8 @@ class Accelerator(wiring.Component):
         mfirst, mlast = Signal(), Signal()
         mvalid_src = Signal()
         m1, mfirst1, mlast1, mvalid1 = Signal(), Signal(), Signal(), Signal()
+        mlv = [Signal(name=f"mlv{j}") for j in range(PX)]     # lanes of this clock's read
+        mlv1 = [Signal(name=f"mlv1_{j}") for j in range(PX)]
         mwa1 = Signal(AW + 1)         # the output offset of the element read this clock
         mch1 = Signal.like(mc)
         m.d.comb += misc_idle.eq((mstate == 0) & ~m1)
@@ -518,7 +520,7 @@ class Accelerator(wiring.Component):
         with m.Else():
             m.d.comb += maddr.eq(d.in_base + mcb + mrb + mcc + mkoff)
         sc_zero = Signal()            # shortcut: this output channel is a zero channel
-        m.d.sync += [m1.eq(mrd), mvalid1.eq(mvalid_src)]
+        m.d.sync += [m1.eq(mrd), mvalid1.eq(mvalid_src)] + [a.eq(b) for a, b in zip(mlv1, mlv)]
 
         with m.If(misc_go):
             m.d.sync += [mc.eq(0), moy.eq(0), mox.eq(0), mky.eq(0), mkx.eq(0), mcb.eq(0), mrb.eq(0),
@@ -535,6 +537,7 @@ class Accelerator(wiring.Component):
             m.d.comb += mrd.eq(1)
             with m.Switch(d.op):
                 with m.Case(OPS["maxpool"]):
+                    m.d.comb += mlv[0].eq(1)
                     m.d.comb += [mfirst.eq((mky == 0) & (mkx == 0)),
                                  mlast.eq((mky == d.KH - 1) & (mkx == d.KW - 1)), mvalid_src.eq(1)]
                     with m.If(mkx == d.KW - 1):
@@ -557,10 +560,11 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += [mkx.eq(mkx + 1), mkoff.eq(mkoff + 1)]
                 with m.Case(OPS["shortcut"]):
+                    # sl output pixels of a row per clock: a stride-s window of the aux copy
                     m.d.comb += [mfirst.eq(1), mlast.eq(1), mvalid_src.eq(~sc_zero)]
-                    m.d.sync += mopix.eq(mopix + 1)
-                    with m.If(mox == d.Wo - 1):
-                        m.d.sync += [mox.eq(0), mcc.eq(0)]
+                    m.d.comb += [mlv[j].eq((mox + j < d.Wo) & (j < d.sl)) for j in range(PX)]
+                    with m.If(mox + d.sl >= d.Wo):
+                        m.d.sync += [mox.eq(0), mcc.eq(0), mopix.eq(mopix + d.Wo - mox)]
                         with m.If(moy == d.Ho - 1):
                             m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mstate.eq(2),
                                          mob.eq(mob + d.HWp_out), mopix.eq(0)]
@@ -569,15 +573,17 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.d.sync += [moy.eq(moy + 1), mrb.eq(mrb + d.row_step)]
                     with m.Else():
-                        m.d.sync += [mox.eq(mox + 1), mcc.eq(mcc + d.stride)]
+                        m.d.sync += [mox.eq(mox + d.sl), mcc.eq(mcc + d.sl_cc), mopix.eq(mopix + d.sl)]
                 with m.Case(OPS["gap"]):
-                    m.d.comb += [mfirst.eq(mopix == 0), mlast.eq(mopix == d.HW - 1), mvalid_src.eq(1)]
-                    with m.If(mopix == d.HW - 1):
+                    # PX pixels of a channel per clock, summed
+                    m.d.comb += [mfirst.eq(mopix == 0), mlast.eq(mopix + PX >= d.HW), mvalid_src.eq(1)]
+                    m.d.comb += [mlv[j].eq(mopix + j < d.HW) for j in range(PX)]
+                    with m.If(mopix + PX >= d.HW):
                         m.d.sync += [mopix.eq(0), mc.eq(mc + 1), mcb.eq(mcb + d.HWp_in), mob.eq(mob + d.HWp_out)]
                         with m.If(mc == d.C - 1):
                             m.d.sync += mstate.eq(0)
                     with m.Else():
-                        m.d.sync += mopix.eq(mopix + 1)
+                        m.d.sync += mopix.eq(mopix + PX)
         with m.If(mstate == 3):
             m.d.sync += sc_zero.eq(srcoff < 0)
 
@@ -588,7 +594,7 @@ class Accelerator(wiring.Component):
         msum = Signal(signed(ACC + 1))
         aux_data = None               # set below (the aux window's elements)
         misc_wr = Signal()
-        misc_wdata = Signal(A)
+        misc_wdata = [Signal(A, name=f"misc_wdata{j}") for j in range(PX)]
         gap_req = Signal()
         gap_acc = Signal(signed(ACC))
         gap_ch = Signal.like(mc)
@@ -607,18 +613,33 @@ class Accelerator(wiring.Component):
         aux_data = aux_mem.window_read([aux_start])
         m.d.comb += self.dbg_data.eq(aux_data[0])
 
-        mval = decode(aux_data[0], d.in_mode, d.in_lv, "mval")
+        # the aux window's elements decoded: residual values (drain) or gap inputs
+        is_gap = Signal()
+        m.d.comb += is_gap.eq(d.op == OPS["gap"])
+        aux_vals = [decode(aux_data[j], Mux(is_gap, d.in_mode, d.res_mode), Mux(is_gap, d.in_lv, d.res_lv),
+                           f"aux_value{j}") for j in range(PX)]
+        sc_cands = {s_: [aux_data[j * s_] if j * s_ < NB else Const(0, A) for j in range(PX)]
+                    for s_ in sorted({s.stride for s in p.steps if s.op == "shortcut"} | {1})}
         with m.If(m1):
             with m.Switch(d.op):
                 with m.Case(OPS["maxpool"]):
                     cur = Mux(mfirst1 | (aux_data[0] > mbest), aux_data[0], mbest)
                     m.d.sync += mbest.eq(cur)
                     with m.If(mlast1):
-                        m.d.comb += [misc_wr.eq(1), misc_wdata.eq(cur)]
+                        m.d.comb += [misc_wr.eq(1), misc_wdata[0].eq(cur)]
                 with m.Case(OPS["shortcut"]):
-                    m.d.comb += [misc_wr.eq(1), misc_wdata.eq(Mux(mvalid1, aux_data[0], 0))]
+                    m.d.comb += misc_wr.eq(1)
+                    for j in range(PX):
+                        el = sc_cands[1][j]
+                        for s_, c in sc_cands.items():
+                            if s_ != 1:
+                                el = Mux(d.stride == s_, c[j], el)
+                        m.d.comb += misc_wdata[j].eq(Mux(mvalid1, el, 0))
                 with m.Case(OPS["gap"]):
-                    tot = Mux(mfirst1, mval, msum + mval)
+                    part = 0
+                    for j in range(PX):
+                        part = part + Mux(mlv1[j], aux_vals[j], 0)
+                    tot = Mux(mfirst1, 0, msum) + part
                     m.d.sync += msum.eq(tot)
                     with m.If(mlast1):
                         m.d.comb += [gap_req.eq(1), gap_acc.eq(tot), gap_ch.eq(mch1), gap_off.eq(mwa1)]
@@ -663,7 +684,7 @@ class Accelerator(wiring.Component):
             [a.eq(b) for a, b in zip(r2_pv, rb_pv)]
         r2_code = []
         for j in range(PX):
-            res_v = decode(aux_data[j], d.res_mode, d.res_lv, f"res_value{j}")
+            res_v = aux_vals[j]
             pa = Signal(signed(ACC + p.const_bits["mult"]), name=f"prod_acc{j}")
             pr = Signal(signed(VB + p.const_bits["rmult"]), name=f"prod_res{j}")
             pb = Signal(signed(p.const_bits["bias"]), name=f"bias_r{j}")
@@ -779,7 +800,9 @@ class Accelerator(wiring.Component):
             m.d.comb += [wr_en.eq(1), wr_addr.eq(in_base + in_cb + in_pix), wr_data[0].eq(self.in_data),
                          wr_valid[0].eq(1)]
         with m.Elif(misc_wr):
-            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + mwa1), wr_data[0].eq(misc_wdata), wr_valid[0].eq(1)]
+            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + mwa1)]
+            m.d.comb += [wr_data[j].eq(misc_wdata[j]) for j in range(PX)]
+            m.d.comb += [wr_valid[j].eq(mlv1[j]) for j in range(PX)]
         with m.Elif(req_wr):
             m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + r2_off)]
             m.d.comb += [wr_data[j].eq(r2_code[j]) for j in range(PX)]

@@ -109,8 +109,9 @@ class Step:
     act_max: int = 0          # clip: largest code
     act_table: int = 0        # thresholds: index into plan.threshold_tables
     to_logits: bool = False   # write to the logits memory (the network output)
-    # shortcut: source channel table
+    # shortcut: source channel table, output pixels per clock
     src_base: int = 0
+    sl: int = 1
     # layout: channel strides of the input / output tensors (residual = output's)
     HWp_in: int = 1
     HWp_out: int = 1
@@ -227,9 +228,9 @@ class Plan:
             elif s.op == "maxpool":
                 per[s.name] = s.O * s.HoWo * (s.KH * s.KW + 1) + 4
             elif s.op == "gap":
-                per[s.name] = s.C * (s.HW + 4) + 4
+                per[s.name] = s.C * (-(-s.HW // self.PX) + 1) + 8
             else:
-                per[s.name] = s.O * s.HoWo + 4
+                per[s.name] = s.O * (s.Ho * -(-s.Wo // s.sl) + 2) + 8
         return per
 
 
@@ -435,6 +436,8 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
             acc_bits = max(acc_bits, int(n["acc_bits"]))
         elif op == "shortcut":
             st.stride = int(n["stride"])
+            # sl pixels of a row per clock: a window of (sl-1)*stride+1 <= PI*PX elements
+            st.sl = max(1, min(px, (pi * px - 1) // st.stride + 1))
             st.src_base = len(srcmap)
             srcmap.extend(int(c) * st.HWp_in if c >= 0 else -1 for c in n["src"])
         rq = n.get("requant")
