@@ -259,14 +259,18 @@ class ShiftAddDotPE(_PEBase):
     accumulated: a weight wider than the PE's terms runs as passes of 4-shift windows
     over the same activations (the accelerator's 8-bit first and last layers).
 
+    With `registered` the (shifted) dot product and en / clear go through a register
+    first: `acc` is updated one clock later than without (a shorter clock period).
+
     Parameters: n (pairs), value_bits (signed decoded activations), terms, max_shift,
-    acc_bits, passes. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
+    acc_bits, passes, registered. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
     words), en In(1), clear In(1), [pass_ In(range(passes))], acc Out(signed(acc_bits)).
     Model: `pe_dot` (times 2**(4*pass_)).
     """
 
     def __init__(self, *, n: int, value_bits: int, terms: int, max_shift: int, acc_bits: int,
-                 passes: int = 1):
+                 passes: int = 1, registered: bool = False):
+        self.registered = registered
         self._check(value_bits, acc_bits)
         self.n, self.value_bits, self.terms, self.max_shift = n, value_bits, terms, max_shift
         self.acc_bits, self.sb, self.passes = acc_bits, shift_bits(max_shift), passes
@@ -300,6 +304,15 @@ class ShiftAddDotPE(_PEBase):
                 for q in range(self.passes):
                     with m.Case(q):
                         m.d.comb += product.eq(dot << (4 * q))
+        if self.registered:
+            prod_r = Signal.like(product, name="product_r")
+            en_r, clear_r = Signal(), Signal()
+            m.d.sync += [prod_r.eq(product), en_r.eq(self.en), clear_r.eq(self.clear)]
+            with m.If(clear_r):
+                m.d.sync += self.acc.eq(Mux(en_r, prod_r, 0))
+            with m.Elif(en_r):
+                m.d.sync += self.acc.eq(self.acc + prod_r)
+            return m
         self._accumulate(m, product)
         return m
 

@@ -142,8 +142,11 @@ class _BankedMemory:
     """One copy of the activation memory: NB banks, element a in bank a mod NB at row
     a // NB. `window_read(starts)` issues one read per bank for up to PI windows of PX
     consecutive elements (window i starting at starts[i], which the layout puts i*PX
-    banks after starts[0]) or one window of NB elements (one start); the rotated
-    elements arrive the next clock. `write` stores up to PX consecutive elements."""
+    banks after starts[0]) or one window of NB elements (one start). The banks' outputs
+    go straight into flip-flops (a block RAM's clock-to-out is 5.8 ns on the ECP5), so
+    the rotated elements arrive two clocks after the addresses; `first_now` is element 0
+    of the window one clock after (unregistered: the debug port). `write` stores up to
+    PX consecutive elements."""
 
     def __init__(self, m, name, nb, px, depth, width):
         self.nb, self.px, self.lg, self.width, self.name = nb, px, _log2(nb), width, name
@@ -156,6 +159,7 @@ class _BankedMemory:
         self.rb = len(self.rp[0].addr)
         self.m = m
         self.rot = Signal(max(1, self.lg), name=f"{name}_rot")
+        self.rot2 = Signal(max(1, self.lg), name=f"{name}_rot2")
 
     def window_read(self, starts):
         m, nb, lg = self.m, self.nb, self.lg
@@ -171,10 +175,14 @@ class _BankedMemory:
             hi = s >> lg if lg else s
             carry = (s[:lg] > b) if lg else 0
             m.d.comb += self.rp[b].addr.eq(hi + carry)
+        raw = [Signal(self.width, name=f"{self.name}_raw{b}") for b in range(nb)]
+        m.d.sync += [r.eq(rp.data) for r, rp in zip(raw, self.rp)]
         if lg:
-            m.d.sync += self.rot.eq(b0[:lg])
-        return _rotate(m, [rp.data for rp in self.rp], self.rot, self.width, name=f"{self.name}_rd") \
-            if lg else [self.rp[0].data]
+            m.d.sync += [self.rot.eq(b0[:lg]), self.rot2.eq(self.rot)]
+            self.first_now = Array([rp.data for rp in self.rp])[self.rot]
+            return _rotate(m, raw, self.rot2, self.width, name=f"{self.name}_rd")
+        self.first_now = self.rp[0].data
+        return raw
 
     def write(self, en, addr, elems, valid):
         """elems / valid: lists of PX data Values and 1-bit valids (element addr + L)."""
@@ -328,13 +336,19 @@ class Accelerator(wiring.Component):
                 L["iy"].eq(d[f"iy{j}"]), L["ix"].eq(d[f"ix{j}"]), L["pix"].eq(j))]
 
         drain_busy = Signal()
+        # conv pipeline (clock k after the issue): 1 memories' outputs into flip-flops,
+        # 2 window rotated, decoded, registered, 3 PE products registered, 4 accumulators
+        # updated, 5 the finished group into the shadow rows (lastc)
         v1, first1, last1 = Signal(), Signal(), Signal()
-        v1r, first1r, last1r, last2 = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [v1r.eq(v1), first1r.eq(first1), last1r.eq(last1), last2.eq(last1r)]
+        v2, first2, last2 = Signal(), Signal(), Signal()
+        v3, first3, last3 = Signal(), Signal(), Signal()
+        v4, last4, lastc = Signal(), Signal(), Signal()
+        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), v3.eq(v2), first3.eq(first2),
+                     last3.eq(last2), v4.eq(v3), last4.eq(last3), lastc.eq(last4)]
         last_step = Signal()
         m.d.comb += last_step.eq(t == d.S - 1)
         stall = Signal()
-        m.d.comb += stall.eq(last_step & (drain_busy | last1 | last1r | last2))
+        m.d.comb += stall.eq(last_step & (drain_busy | last1 | last2 | last3 | last4 | lastc))
         fire = Signal()
         m.d.comb += fire.eq(issuing & ~stall)
 
@@ -370,6 +384,8 @@ class Accelerator(wiring.Component):
         grp_ch1, grp_out1 = Signal.like(og_ch), Signal.like(og_out)
         m.d.sync += [v1.eq(fire), first1.eq(fire & (t == 0)), last1.eq(fire & last_step)]
         ps1 = Signal.like(ps)
+        ok2 = [Signal(name=f"ok2_{j}") for j in range(PX)]
+        m.d.sync += [a.eq(b) for a, b in zip(ok2, ok1)]
         with m.If(fire):
             m.d.sync += [o.eq(k) for o, k in zip(ok1, lane_ok)] + [ps1.eq(ps)]
             with m.If(last_step):
@@ -427,7 +443,7 @@ class Accelerator(wiring.Component):
                     el = Mux(d.rowmode & (d.stride == s_), e, el)
                 raw = decode(el, d.in_mode, d.in_lv, f"val{i}_{j}")
                 v = Signal(signed(VB), name=f"value{i}_{j}")
-                m.d.comb += v.eq(Mux(ok1[j], raw, 0))
+                m.d.comb += v.eq(Mux(ok2[j], raw, 0))
                 values[i][j] = v
         TWU = TU * (2 + SBU)
         wsel = [[Signal(TWU, name=f"w{o}_{i}") for i in range(PI)] for o in range(PO)]
@@ -450,19 +466,22 @@ class Accelerator(wiring.Component):
         values_r = [[Signal(signed(VB), name=f"value_r{i}_{j}") for j in range(PX)] for i in range(PI)]
         wsel_r = [[Signal(TWU, name=f"w_r{o}_{i}") for i in range(PI)] for o in range(PO)]
         m.d.sync += [values_r[i][j].eq(values[i][j]) for i in range(PI) for j in range(PX)]
+        wsel_rr = [[Signal(TWU, name=f"w_rr{o}_{i}") for i in range(PI)] for o in range(PO)]
         m.d.sync += [wsel_r[o][i].eq(wsel[o][i]) for o in range(PO) for i in range(PI)]
-        ps_r = Signal.like(ps)
-        m.d.sync += ps_r.eq(ps1)
+        m.d.sync += [wsel_rr[o][i].eq(wsel_r[o][i]) for o in range(PO) for i in range(PI)]
+        ps_r, ps_rr = Signal.like(ps), Signal.like(ps)
+        m.d.sync += [ps_r.eq(ps1), ps_rr.eq(ps_r)]
         pes = [[None] * PX for _ in range(PO)]
         for o in range(PO):
             for j in range(PX):
-                pe = ShiftAddDotPE(n=PI, value_bits=VB, terms=TU, max_shift=MSU, acc_bits=ACC, passes=npass)
+                pe = ShiftAddDotPE(n=PI, value_bits=VB, terms=TU, max_shift=MSU, acc_bits=ACC, passes=npass,
+                                   registered=True)
                 m.submodules[f"pe_{o}_{j}"] = pe
                 if npass > 1:
-                    m.d.comb += pe.pass_.eq(ps_r)
+                    m.d.comb += pe.pass_.eq(ps_rr)
                 m.d.comb += [pe.act[i].eq(values_r[i][j]) for i in range(PI)]
-                m.d.comb += [pe.weight[i].eq(wsel_r[o][i]) for i in range(PI)]
-                m.d.comb += [pe.en.eq(v1r), pe.clear.eq(first1r)]
+                m.d.comb += [pe.weight[i].eq(wsel_rr[o][i]) for i in range(PI)]
+                m.d.comb += [pe.en.eq(v3), pe.clear.eq(first3)]
                 pes[o][j] = pe
 
         # stage 2: the finished group into the shadow rows (one row = one output channel)
@@ -478,7 +497,7 @@ class Accelerator(wiring.Component):
         s_o = Signal(range(max(2, PO + 1)))
         s_ch = Signal.like(og_ch)
         s_off = Signal(AW + 1)           # og*PO*HWp_out + o*HWp_out
-        with m.If(last2):
+        with m.If(lastc):
             m.d.sync += [shadow[o][j].eq(pes[o][j].acc) for o in range(PO) for j in range(PX)]
             m.d.sync += [a.eq(b) for a, b in zip(spv, pv2)]
             m.d.sync += [spix.eq(grp_pix2), drain_busy.eq(1), s_o.eq(0), s_ch.eq(grp_ch2), s_off.eq(grp_out2)]
@@ -511,7 +530,7 @@ class Accelerator(wiring.Component):
         mlv1 = [Signal(name=f"mlv1_{j}") for j in range(PX)]
         mwa1 = Signal(AW + 1)         # the output offset of the element read this clock
         mch1 = Signal.like(mc)
-        m.d.comb += misc_idle.eq((mstate == 0) & ~m1)
+
         maddr = Signal(AW + 1)
         m.d.comb += src_rp.addr.eq(d.src_base + mc)
         srcoff = src_rp.data
@@ -521,6 +540,10 @@ class Accelerator(wiring.Component):
             m.d.comb += maddr.eq(d.in_base + mcb + mrb + mcc + mkoff)
         sc_zero = Signal()            # shortcut: this output channel is a zero channel
         m.d.sync += [m1.eq(mrd), mvalid1.eq(mvalid_src)] + [a.eq(b) for a, b in zip(mlv1, mlv)]
+        # the aux copy's data arrive two clocks after the read (registered bank outputs)
+        m2, mfirst2, mlast2, mvalid2 = Signal(), Signal(), Signal(), Signal()
+        mlv2 = [Signal(name=f"mlv2_{j}") for j in range(PX)]
+        m.d.comb += misc_idle.eq((mstate == 0) & ~m1 & ~m2)
 
         with m.If(misc_go):
             m.d.sync += [mc.eq(0), moy.eq(0), mox.eq(0), mky.eq(0), mkx.eq(0), mcb.eq(0), mrb.eq(0),
@@ -590,6 +613,9 @@ class Accelerator(wiring.Component):
         # misc stage 1: data arrived
         m.d.sync += [mfirst1.eq(mfirst), mlast1.eq(mlast), mch1.eq(mc),
                      mwa1.eq(Mux(d.op == OPS["gap"], mob, mob + mopix))]
+        mch2, mwa2 = Signal.like(mch1), Signal.like(mwa1)
+        m.d.sync += [m2.eq(m1), mfirst2.eq(mfirst1), mlast2.eq(mlast1), mvalid2.eq(mvalid1), mch2.eq(mch1),
+                     mwa2.eq(mwa1)] + [a.eq(b) for a, b in zip(mlv2, mlv1)]
         mbest = Signal(A)
         msum = Signal(signed(ACC + 1))
         aux_data = None               # set below (the aux window's elements)
@@ -611,7 +637,7 @@ class Accelerator(wiring.Component):
         with m.Else():
             m.d.comb += aux_start.eq(self.dbg_addr)
         aux_data = aux_mem.window_read([aux_start])
-        m.d.comb += self.dbg_data.eq(aux_data[0])
+        m.d.comb += self.dbg_data.eq(aux_mem.first_now)
 
         # the aux window's elements decoded: residual values (drain) or gap inputs
         is_gap = Signal()
@@ -620,12 +646,12 @@ class Accelerator(wiring.Component):
                            f"aux_value{j}") for j in range(PX)]
         sc_cands = {s_: [aux_data[j * s_] if j * s_ < NB else Const(0, A) for j in range(PX)]
                     for s_ in sorted({s.stride for s in p.steps if s.op == "shortcut"} | {1})}
-        with m.If(m1):
+        with m.If(m2):
             with m.Switch(d.op):
                 with m.Case(OPS["maxpool"]):
-                    cur = Mux(mfirst1 | (aux_data[0] > mbest), aux_data[0], mbest)
+                    cur = Mux(mfirst2 | (aux_data[0] > mbest), aux_data[0], mbest)
                     m.d.sync += mbest.eq(cur)
-                    with m.If(mlast1):
+                    with m.If(mlast2):
                         m.d.comb += [misc_wr.eq(1), misc_wdata[0].eq(cur)]
                 with m.Case(OPS["shortcut"]):
                     m.d.comb += misc_wr.eq(1)
@@ -634,15 +660,15 @@ class Accelerator(wiring.Component):
                         for s_, c in sc_cands.items():
                             if s_ != 1:
                                 el = Mux(d.stride == s_, c[j], el)
-                        m.d.comb += misc_wdata[j].eq(Mux(mvalid1, el, 0))
+                        m.d.comb += misc_wdata[j].eq(Mux(mvalid2, el, 0))
                 with m.Case(OPS["gap"]):
                     part = 0
                     for j in range(PX):
-                        part = part + Mux(mlv1[j], aux_vals[j], 0)
-                    tot = Mux(mfirst1, 0, msum) + part
+                        part = part + Mux(mlv2[j], aux_vals[j], 0)
+                    tot = Mux(mfirst2, 0, msum) + part
                     m.d.sync += msum.eq(tot)
-                    with m.If(mlast1):
-                        m.d.comb += [gap_req.eq(1), gap_acc.eq(tot), gap_ch.eq(mch1), gap_off.eq(mwa1)]
+                    with m.If(mlast2):
+                        m.d.comb += [gap_req.eq(1), gap_acc.eq(tot), gap_ch.eq(mch2), gap_off.eq(mwa2)]
 
         # ---------------------------------------------------------------- requant pipeline
         # PX lanes in lockstep: one output channel's PX results per clock
@@ -668,10 +694,23 @@ class Accelerator(wiring.Component):
         m.d.sync += [a.eq(b) for a, b in zip(r1_acc, req_acc)] + [a.eq(b) for a, b in zip(r1_pv, req_pv)]
         # R1: products (registered), R2: sum and shift (registered), R3: activation rule
         SUMB = max(p.sum_bits, ACC + p.const_bits["mult"], p.const_bits["bias"], VB + p.const_bits["rmult"]) + 3
+        # R1: constants out of their ROMs, aux bank outputs into flip-flops; R1b: residual
+        # window rotated and decoded (registered); R1c: products (registered); then sum and
+        # shift (registered), activation rule (registered), write
+        def delayed(sigs, tag):
+            out = [Signal.like(x, name=f"{x.name}_{tag}") for x in sigs]
+            m.d.sync += [a.eq(b) for a, b in zip(out, sigs)]
+            return out
+        r1b = delayed([r1_valid, r1_off, r1_ch] + r1_acc + r1_pv, "b")
+        r1c = delayed(r1b, "c")
+        r1c_valid, r1c_off, r1c_ch = r1c[:3]
+        r1c_acc, r1c_pv = r1c[3:3 + PX], r1c[3 + PX:]
+        cb = delayed([crp["mult"].data, crp["rmult"].data, crp["bias"].data], "b")
+        c_mult, c_rmult, c_bias = delayed(cb, "c")
         ra_valid, ra_off, ra_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
         ra_pv = [Signal(name=f"ra_pv{j}") for j in range(PX)]
-        m.d.sync += [ra_valid.eq(r1_valid), ra_off.eq(r1_off), ra_ch.eq(r1_ch)] + \
-            [a.eq(b) for a, b in zip(ra_pv, r1_pv)]
+        m.d.sync += [ra_valid.eq(r1c_valid), ra_off.eq(r1c_off), ra_ch.eq(r1c_ch)] + \
+            [a.eq(b) for a, b in zip(ra_pv, r1c_pv)]
         rb_valid, rb_off, rb_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
         rb_pv = [Signal(name=f"rb_pv{j}") for j in range(PX)]
         m.d.sync += [rb_valid.eq(ra_valid), rb_off.eq(ra_off), rb_ch.eq(ra_ch)] + \
@@ -684,12 +723,13 @@ class Accelerator(wiring.Component):
             [a.eq(b) for a, b in zip(r2_pv, rb_pv)]
         r2_code = []
         for j in range(PX):
-            res_v = aux_vals[j]
+            res_v = Signal(signed(VB), name=f"res_v{j}")
+            m.d.sync += res_v.eq(aux_vals[j])
             pa = Signal(signed(ACC + p.const_bits["mult"]), name=f"prod_acc{j}")
             pr = Signal(signed(VB + p.const_bits["rmult"]), name=f"prod_res{j}")
             pb = Signal(signed(p.const_bits["bias"]), name=f"bias_r{j}")
-            m.d.sync += [pa.eq(r1_acc[j] * crp["mult"].data), pr.eq(Mux(d.has_res, res_v * crp["rmult"].data, 0)),
-                         pb.eq(crp["bias"].data)]
+            m.d.sync += [pa.eq(r1c_acc[j] * c_mult), pr.eq(Mux(d.has_res, res_v * c_rmult, 0)),
+                         pb.eq(c_bias)]
             ssum = Signal(signed(SUMB), name=f"ssum{j}")
             m.d.comb += ssum.eq(pa + pb + pr)
             y = Signal(signed(SUMB), name=f"y{j}")
@@ -731,8 +771,9 @@ class Accelerator(wiring.Component):
         in_base, in_c, in_hw, in_hwp = p.tensor_layout["input"]
         wait = Signal(3)
         done = Signal()
-        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v1r & ~last1 & ~last1r & ~last2 & ~drain_busy &
-                                                       ~r1_valid & ~ra_valid & ~rb_valid & ~r2_valid)]
+        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v2 & ~v3 & ~v4 & ~lastc & ~drain_busy &
+                                                       ~r1_valid & ~r1b[0] & ~r1c_valid & ~ra_valid & ~rb_valid &
+                                                       ~r2_valid)]
         in_wr = Signal()
         with m.FSM():
             with m.State("BOOT"):
@@ -800,9 +841,9 @@ class Accelerator(wiring.Component):
             m.d.comb += [wr_en.eq(1), wr_addr.eq(in_base + in_cb + in_pix), wr_data[0].eq(self.in_data),
                          wr_valid[0].eq(1)]
         with m.Elif(misc_wr):
-            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + mwa1)]
+            m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + mwa2)]
             m.d.comb += [wr_data[j].eq(misc_wdata[j]) for j in range(PX)]
-            m.d.comb += [wr_valid[j].eq(mlv1[j]) for j in range(PX)]
+            m.d.comb += [wr_valid[j].eq(mlv2[j]) for j in range(PX)]
         with m.Elif(req_wr):
             m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + r2_off)]
             m.d.comb += [wr_data[j].eq(r2_code[j]) for j in range(PX)]
