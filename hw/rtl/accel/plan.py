@@ -569,22 +569,20 @@ def check_budget(plan: Plan, device: str, *, loader: bool = False) -> dict:
         want = "ebr"
         if m["kind"] == "weights" and m["width"] * m["depth"] >= 32768:
             want = dev["weights_in"]   # small tables (the 8-bit first / last layers) stay in EBR
-        if m["kind"] == "act" and m["name"] == "act" and sp_n:
-            e = memory_blocks(m["width"], m["depth"], ebr_cfg) * m["copies"]
-            if used["ebr"] + e > ebr_n:
-                want = "spram"
+        # activations stay in EBR: every bank is read and written in the same clock, and
+        # an SPRAM has one port
         cfg, cap = (sp_cfg, sp_n) if want == "spram" else (ebr_cfg, ebr_n)
         n = memory_blocks(m["width"], m["depth"], cfg) * m["copies"]
         used[want] += n
         rows.append(dict(m, ram=want, blocks=n, bits=m["width"] * m["depth"] * m["copies"]))
         if want == "spram" and m["kind"] in ("weights", "const") and not loader and used[want] <= cap:
             raise DoesNotFit(
-                f"{plan.name} (PO={plan.PO}, PX={plan.PX}) on {dev['label']}: memory {m['name']} "
+                f"{plan.name} (PO={plan.PO}, PI={plan.PI}, PX={plan.PX}) on {dev['label']}: memory {m['name']} "
                 f"({m['width']} bits x {m['depth']} words) needs SPRAM, which a bitstream cannot "
                 f"initialise; the boot-time weight loader is not implemented yet")
         if used[want] > cap:
             raise DoesNotFit(
-                f"{plan.name} (PO={plan.PO}, PX={plan.PX}) does not fit {dev['label']}: memory "
+                f"{plan.name} (PO={plan.PO}, PI={plan.PI}, PX={plan.PX}) does not fit {dev['label']}: memory "
                 f"{m['name']} ({m['copies']} x {m['width']} bits x {m['depth']} words) brings "
                 f"{want.upper()} to {used[want]} blocks of {cap}")
     return {"device": dev["label"], "memories": rows, "ebr": used["ebr"], "ebr_available": ebr_n,
