@@ -8,7 +8,7 @@ MODEL ?= digitnet
 BOARD ?= icebreaker
 STAMP := $(VENV)/.shiftq-setup
 
-.PHONY: help setup test test-all bench export clean bitstream flash accel-bitstream
+.PHONY: help setup test test-all bench export clean bitstream flash accel-bitstream layer-bitstream
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -61,16 +61,23 @@ bench-compress: $(STAMP)  ## digits: ppq, spq, jptp, djpq, picpq at matched BOPs
 
 SEED ?= 1
 
-bitstream: $(STAMP)  ## bitstream of build/MODEL's first conv (LAYER=) + UART for BOARD (icebreaker, ulx3s-85f); SEED=
+# The whole-network accelerator (issue 8): PE array per board in boards/accel_top.py's
+# PARALLELISM; on the iCEBreaker the weights go to SPRAM and a weight image (weights.bin) is
+# written next to the bitstream, which `make flash` writes into the SPI flash.
+bitstream: $(STAMP)  ## bitstream of build/MODEL's whole-network accelerator + UART for BOARD (icebreaker, ulx3s-85f) -> build/MODEL/synth-accel/BOARD; SEED=
+	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
+	$(SHIFTQ) synth --accel --build build/$(MODEL) --board $(BOARD) --seed $(SEED)
+
+accel-bitstream: bitstream  ## the same as `make bitstream` (its old name)
+
+flash: $(STAMP)  ## program BOARD with build/MODEL's accelerator bitstream (+ its weight image on the iCEBreaker); openFPGALoader or iceprog
+	@$(SHIFTQ) flash --accel --build build/$(MODEL) --board $(BOARD)
+
+# Issue 6's one-layer top (a layer on the layer engine behind the UART); flash it with
+# `shiftq flash --build build/MODEL --board BOARD` (no --accel).
+layer-bitstream: $(STAMP)  ## bitstream of ONE layer of build/MODEL (LAYER=, default the first conv) + UART -> build/MODEL/synth/BOARD; SEED=
 	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
 	$(SHIFTQ) synth --build build/$(MODEL) --board $(BOARD) --seed $(SEED) $(if $(LAYER),--layer $(LAYER))
-
-flash: $(STAMP)  ## program BOARD with build/MODEL's bitstream (openFPGALoader, or iceprog for iCE40)
-	@$(SHIFTQ) flash --build build/$(MODEL) --board $(BOARD)
-
-accel-bitstream: $(STAMP)  ## bitstream of the whole-network accelerator of build/MODEL + UART for BOARD; SEED=
-	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
-	$(PY) -m boards.accel_top --build build/$(MODEL) --board $(BOARD) --seed $(SEED)
 
 hls-csim: $(STAMP)  ## C-simulate build/MODEL/hls (g++) against the golden model, every layer
 	$(SHIFTQ) hls-csim --build build/$(MODEL) --layers

@@ -1,8 +1,11 @@
-"""Whole-network accelerator: cycles per inference measured in Verilator (one image,
-straight through, no step-mode pauses), the MAC bound MACs / PEs and the PE
-utilisation, and, where a bitstream was built (`make accel-bitstream`), Fmax, images/s
-at Fmax and LUT / RAM / DSP use from its utilization.json. Per model and board
-configuration (PO x PX of boards/accel_top.PARALLELISM)."""
+"""Whole-network accelerator, per model and board (the PE array of
+boards.accel_top.PARALLELISM, PO x PI x PX): cycles per inference measured in Verilator
+(one image, straight through, no step-mode pauses; hw.rtl.accel.check.check_accel), the
+MAC bound MACs / PEs and the PE utilisation; and, where a bitstream was built
+(`make bitstream`, build/MODEL/synth-accel/BOARD/utilization.json; the bench never runs
+yosys / nextpnr itself), LUT / FF / RAM / DSP use, Fmax, the yosys / nextpnr wall
+times, and images/s at Fmax and at the board clock (= clock / cycles; the UART's
+transfer time excluded)."""
 from __future__ import annotations
 
 import json
@@ -10,60 +13,89 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {("resnet20", "ulx3s-85f"): 1000, ("resnet20", "icebreaker"): 30}
+BOARDS = ("icebreaker", "ulx3s-85f")
 
 
-def _synth(model, board):
-    f = ROOT / "build" / model / "synth-accel" / board / "utilization.json"
+def synth_result(model, board, root=ROOT):
+    """Figures of build/MODEL/synth-accel/BOARD/utilization.json (+ design.json), or None."""
+    d = Path(root) / "build" / model / "synth-accel" / board
+    f = d / "utilization.json"
     if not f.exists():
         return None
     u = json.loads(f.read_text())
-    out = {"utilization_json": str(f.relative_to(ROOT))}
-    res = u.get("resources", u)
-    for k in ("lut4", "ff", "bram", "spram", "dsp"):
+    try:
+        rel = str(f.relative_to(root))
+    except ValueError:
+        rel = str(f)
+    out = {"utilization_json": rel}
+    res = u.get("resources", {})
+    for k in ("lut4", "ff", "logic_cells", "bram", "spram", "dsp"):
         v = res.get(k)
-        if isinstance(v, dict):
+        if isinstance(v, dict) and (k != "spram" or v.get("available")):
             out[k] = v.get("used")
     out["fmax_mhz"] = u.get("fmax_mhz")
+    clocks = u.get("clocks") or []
+    if clocks:
+        out["clock_mhz"] = min(c["constraint_mhz"] for c in clocks)
     out["timing_met"] = u.get("timing_met")
+    w = u.get("wall_time_s") or {}
+    for k in ("yosys", "nextpnr", "total"):
+        if k in w:
+            out[f"{k}_wall_s"] = w[k]
+    meta = d / "design.json"
+    if meta.exists():
+        design = json.loads(meta.read_text())
+        out["built_pe_array"] = [design.get("PO"), design.get("PI", 1), design.get("PX")]
     return out
+
+
+def figures(plan, cycles, synth=None) -> dict:
+    """The derived figures of one configuration: MAC bound, utilisation, images/s."""
+    r = {"PO": plan.PO, "PI": plan.PI, "PX": plan.PX, "pes": plan.pes, "weights_loaded": bool(plan.weights_loaded),
+         "macs": plan.macs, "mac_bound_cycles": -(-plan.macs // plan.pes), "cycles": cycles}
+    if isinstance(cycles, int) and cycles > 0:
+        r["pe_utilisation"] = round(plan.macs / (plan.pes * cycles), 4)
+    if synth:
+        built = synth.get("built_pe_array")
+        r.update(synth)
+        if built is not None and built != [plan.PO, plan.PI, plan.PX]:
+            r["synth_stale"] = f"bitstream built for PO x PI x PX = {built}, not this plan"
+        elif isinstance(cycles, int) and cycles > 0:
+            if synth.get("fmax_mhz"):
+                r["images_per_s_at_fmax"] = round(synth["fmax_mhz"] * 1e6 / cycles, 1)
+            if synth.get("clock_mhz"):
+                r["images_per_s_at_board_clock"] = round(synth["clock_mhz"] * 1e6 / cycles, 1)
+    return r
 
 
 def measure(model, board, sim="verilator"):
     import numpy as np
 
-    from boards.accel_top import PARALLELISM
+    from boards.accel_top import board_kwargs
     from hw.ir import load
     from hw.rtl.accel.check import check_accel, load_words
     from hw.rtl.accel.plan import DoesNotFit, check_budget, make_plan
 
     d = ROOT / "build" / model
     ir = load(d)
-    po, px = PARALLELISM[board]
-    plan = make_plan(ir, po=po, px=px, words=load_words(d, ir))
+    kw = board_kwargs(board)
+    plan = make_plan(ir, words=load_words(d, ir), **kw)
     with np.load(d / "vectors.npz") as z:
         x = z["node:input"][:1]
     rep = check_accel(ir, x, sim, plan=plan, layers=False)
-    r = {"PO": po, "PX": px, "pes": plan.pes, "macs": plan.macs, "mac_bound_cycles": round(plan.macs / plan.pes),
-         "cycles": rep.get("cycles"), "bit_exact": bool(rep.get("passed"))}
-    if isinstance(r["cycles"], int):
-        r["pe_utilisation"] = round(plan.macs / (plan.pes * r["cycles"]), 4)
+    cycles = rep.get("cycles")
+    r = figures(plan, cycles if isinstance(cycles, int) else None, synth_result(model, board))
+    r["plan_kwargs"] = {k: v for k, v in kw.items()}
+    r["bit_exact"] = bool(rep.get("passed"))
+    if not isinstance(cycles, int):
+        r["cycles_raw"] = cycles
     try:
-        b = check_budget(plan, board)
+        b = check_budget(plan, board, loader=bool(plan.weights_loaded))
         r["plan_fits"] = True
         r["plan_ebr"], r["plan_spram"] = b["ebr"], b["spram"]
     except DoesNotFit as e:
         r["plan_fits"] = False
         r["plan_error"] = str(e)
-        try:
-            b = check_budget(plan, board, loader=True)
-            r["plan_with_spram_loader"] = {"ebr": b["ebr"], "spram": b["spram"]}
-        except DoesNotFit as e2:
-            r["plan_with_spram_loader"] = str(e2)
-    s = _synth(model, board)
-    if s:
-        r.update(s)
-        if s.get("fmax_mhz") and isinstance(r["cycles"], int):
-            r["images_per_s_at_fmax"] = round(s["fmax_mhz"] * 1e6 / r["cycles"], 1)
     tgt = TARGETS.get((model, board))
     if tgt:
         r["target_images_per_s"] = tgt
@@ -77,8 +109,11 @@ def run(quick: bool = False) -> dict:
         if not (ROOT / "build" / model / "model.json").exists():
             out[model] = {"error": f"no export build/{model}"}
             continue
-        for board in ("icebreaker", "ulx3s-85f"):
-            out[f"{model}_{board}"] = measure(model, board)
+        for board in BOARDS:
+            try:
+                out[f"{model}_{board}"] = measure(model, board)
+            except Exception as e:  # noqa: BLE001 - one configuration's failure is recorded, the rest still run
+                out[f"{model}_{board}"] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
 

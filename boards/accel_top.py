@@ -11,8 +11,11 @@ elements in order), the run starts by itself after the last element, and
 `out_addr` reads logit `out_addr` (or the class at `n_out`).
 
 `accel_top(board, build_dir)` is the board top-level (`AccelBoardTop`: `boards.top.BoardTop`
-plus, where needed, the boot-time weight loader) for `make accel-bitstream` /
-`shiftq synth`-like flows.
+plus, where needed, the boot-time weight loader); `build_bitstream(build_dir, board)` builds
+it into build_dir/synth-accel/BOARD/ for `make bitstream` (`shiftq synth --accel`,
+`python -m boards.accel_top`). The PE array per board is `PARALLELISM` (make_plan
+keywords; `board_kwargs` applies overrides): the iCEBreaker's plan keeps its weights in
+SPRAM, written at boot.
 
 **Weights loaded at boot (iCEBreaker).** When the plan says `plan.weights_loaded` (the
 accelerator then keeps its weights in SPRAM, which the bitstream cannot initialise, and
@@ -26,7 +29,7 @@ design-id field is `BoardNetwork.weights_id` (CRC-32 of the image's words, seede
 the protocol design id), so weights of another export *or another PE array* are refused.
 Status on the break-off LED section of the iCEBreaker (PMOD2): LED 2 = weights loaded,
 LED 3 = no valid image (the board then never answers a run; reflash with `shiftq flash`).
-Plans without `weights_loaded` (today's accelerator) build exactly as before.
+Plans without `weights_loaded` (the ULX3S's) keep their weights in initialised block RAM.
 """
 from __future__ import annotations
 
@@ -41,8 +44,8 @@ from shiftq.errors import UserError
 
 # make_plan keyword arguments per board (the PE array; see docs/accelerator.md for why)
 PARALLELISM = {
-    "icebreaker": dict(po=4, px=1),
-    "ulx3s-85f": dict(po=12, px=4),
+    "icebreaker": dict(po=4, px=1, weights_loaded=True),   # weights in SPRAM, written at boot from flash
+    "ulx3s-85f": dict(po=12, pi=4, px=8),
 }
 DEFAULT_PARALLELISM = dict(po=4, px=1)
 
@@ -258,9 +261,57 @@ def write_weight_image(net: BoardNetwork, out_dir, *, bitstream_bytes=None) -> d
                 weight_word_bits=net.plan.loaded_word_bits)
 
 
+def prepare_build(build_dir, board_name: str, *, po=None, pi=None, px=None):
+    """The checks before any synthesis, each a one-line UserError: export present, the plan
+    (board_kwargs(board) with the non-None overrides), a boot-time-loaded plan only on the
+    iCEBreaker, the plan's memories within the device's RAM (`check_budget`, with
+    `loader=plan.weights_loaded`). Returns (BoardNetwork, budget dict)."""
+    from hw.ir import load
+    from hw.rtl.accel.plan import check_budget
+
+    build = Path(build_dir)
+    if not (build / "model.json").exists():
+        raise UserError(f"no export in {build} (model.json missing): run `make export MODEL={build.name}` first")
+    net = BoardNetwork(load(build), build, **board_kwargs(board_name, po=po, pi=pi, px=px))
+    if net.uses_loader and board_name != "icebreaker":
+        raise UserError(f"{net.plan.name}: the plan loads its weights at boot, which is wired for the "
+                        f"iCEBreaker's SPI flash only (not {board_name})")
+    budget = check_budget(net.plan, board_name, loader=bool(net.plan.weights_loaded))
+    return net, budget
+
+
+def build_bitstream(build_dir, board, *, seed=1, po=None, pi=None, px=None, tools=None, log=print) -> dict:
+    """The accelerator's bitstream into build_dir/synth-accel/BOARD/ (`prepare_build`'s
+    checks first, then yosys + nextpnr + pack, then design.json and, for a plan whose
+    weights are loaded at boot, weights.bin). Returns design.json's dict."""
+    from hw.synth import get_board, synthesize
+
+    board = get_board(board) if isinstance(board, str) else board
+    build = Path(build_dir)
+    net, budget = prepare_build(build, board.name, po=po, pi=pi, px=px)
+    out = build / "synth-accel" / board.name
+    p = net.plan
+    log(f"accel: {p.name} ({len(p.steps)} steps, {p.PO}x{p.PI}x{p.PX} PEs"
+        f"{', weights loaded at boot' if net.uses_loader else ''}, {budget['ebr']} EBR + "
+        f"{budget['spram']} SPRAM planned) for {board.name} ({board.device}) -> {out}/")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("weights.bin", "design.json"):
+        (out / stale).unlink(missing_ok=True)
+    util = synthesize(AccelBoardTop(board.name, net), board, out, seed=seed, tools=tools)
+    design = dict(model=p.name, board=board.name, PO=p.PO, PI=p.PI, PX=p.PX, pes=p.pes,
+                  weights_loaded=bool(p.weights_loaded), design_id=f"{net.info.design_id:#010x}",
+                  plan_kwargs=net.plan_kwargs, macs=p.macs, cycles_estimate=sum(p.cycle_estimate().values()),
+                  budget=budget, bitstream=util["bitstream"], baud=115200, protocol=1, seed=seed)
+    if net.uses_loader:
+        design.update(write_weight_image(net, out, bitstream_bytes=util.get("bitstream_bytes")))
+    (out / "design.json").write_text(json.dumps(design, indent=2, default=int) + "\n")
+    return design
+
+
 def main(argv=None) -> int:
     """`python -m boards.accel_top --build build/NAME --board B`: the accelerator's bitstream
-    into build/NAME/synth-accel/BOARD/ (plan budget check first, then yosys + nextpnr)."""
+    into build/NAME/synth-accel/BOARD/ (plan budget check first, then yosys + nextpnr);
+    the same as `shiftq synth --accel` / `make bitstream`."""
     import argparse
     import sys
 
@@ -269,36 +320,15 @@ def main(argv=None) -> int:
     ap.add_argument("--board", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--po", type=int, default=None)
+    ap.add_argument("--pi", type=int, default=None)
     ap.add_argument("--px", type=int, default=None)
     ap.add_argument("--system-tools", action="store_true")
     args = ap.parse_args(argv)
     try:
-        from hw.ir import load
-        from hw.rtl.accel.plan import check_budget
-        from hw.synth import get_board, synthesize
-
-        board = get_board(args.board)
-        build = Path(args.build)
-        if not (build / "model.json").exists():
-            raise UserError(f"no export in {build}: run `make export MODEL={build.name}` first")
-        net = BoardNetwork(load(build), build, **board_kwargs(board.name, po=args.po, px=args.px))
-        loader = net.uses_loader and board.name == "icebreaker"
-        budget = check_budget(net.plan, board.name, loader=loader)
-        out = build / "synth-accel" / board.name
-        p = net.plan
-        print(f"accel: {p.name} ({len(p.steps)} steps, {p.PO}x{p.PX} PEs, {budget['ebr']} EBR + "
-              f"{budget['spram']} SPRAM planned) for {board.name} -> {out}/", flush=True)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "weights.bin").unlink(missing_ok=True)
-        util = synthesize(AccelBoardTop(board.name, net), board, out, seed=args.seed,
-                          tools="system" if args.system_tools else None)
-        design = dict(model=p.name, board=board.name, PO=p.PO, PX=p.PX, design_id=f"{net.info.design_id:#010x}",
-                      plan_kwargs=net.plan_kwargs,
-                      macs=p.macs, cycles_estimate=sum(p.cycle_estimate().values()), budget=budget,
-                      bitstream=util["bitstream"], seed=args.seed)
-        if loader:
-            design.update(write_weight_image(net, out, bitstream_bytes=util.get("bitstream_bytes")))
-        (out / "design.json").write_text(json.dumps(design, indent=2, default=int) + "\n")
+        design = build_bitstream(args.build, args.board, seed=args.seed, po=args.po, pi=args.pi, px=args.px,
+                                 tools="system" if args.system_tools else None,
+                                 log=lambda s: print(s, flush=True))
+        out = Path(args.build) / "synth-accel" / design["board"]
         print((out / "summary.md").read_text())
         return 0
     except UserError as e:

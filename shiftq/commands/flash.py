@@ -1,9 +1,10 @@
-"""shiftq flash: load a bitstream built by `shiftq synth` (or the accelerator's, `--accel`)
-onto a board, and, when the design loads its weights at boot (iCEBreaker: weights in
+"""shiftq flash: load a bitstream onto a board: the whole-network accelerator's (`--accel`,
+from `make bitstream` / `shiftq synth --accel`; what `make flash` does) or the one-layer
+top's (default, from `make layer-bitstream` / `shiftq synth`), and, when the design loads its weights at boot (iCEBreaker: weights in
 SPRAM), the weight image into the SPI flash at its offset (docs/boards.md)."""
 NAME = "flash"
-HELP = ("program a board with build/NAME/synth/BOARD's bitstream (--accel: synth-accel/BOARD's, plus its "
-        "weight image) with openFPGALoader, or iceprog for iCE40")
+HELP = ("program a board with build/NAME/synth/BOARD's one-layer bitstream (--accel: the accelerator's "
+        "synth-accel/BOARD, plus its weight image) with openFPGALoader, or iceprog for iCE40")
 
 
 def add_arguments(p):
@@ -11,7 +12,7 @@ def add_arguments(p):
     p.add_argument("--board", required=True, help="icebreaker or ulx3s-85f")
     p.add_argument("--accel", action="store_true",
                    help="the whole-network accelerator's bitstream (build/NAME/synth-accel/BOARD, from "
-                        "`make accel-bitstream`) instead of the one-layer one")
+                        "`make bitstream`) instead of the one-layer one (`make layer-bitstream`)")
     p.add_argument("--tool", choices=("auto", "openfpgaloader", "iceprog"), default="auto",
                    help="programmer (auto: openFPGALoader, else iceprog for iCE40)")
     p.add_argument("--sram", action="store_true",
@@ -59,7 +60,7 @@ def weight_image_of(out_dir):
     path = d / design["weight_image"]
     if not path.exists():
         raise UserError(f"{meta} names the weight image {path.name}, which is missing: rebuild with "
-                        f"`make accel-bitstream`")
+                        f"`make bitstream`")
     offset = int(design.get("weight_offset", -1))
     if offset < 0:
         raise UserError(f"{meta} names a weight image but no weight_offset")
@@ -92,7 +93,7 @@ def run(args):
     out = Path(args.build) / ("synth-accel" if accel else "synth") / board.name
     bit = out / f"top.{board.bitstream}"
     if not bit.exists():
-        target = "accel-bitstream" if accel else "bitstream"
+        target = "bitstream" if accel else "layer-bitstream"
         raise UserError(f"no bitstream {bit}: run `make {target} MODEL={Path(args.build).name} BOARD={board.name}` first")
     weights = weight_image_of(out)
     if weights is not None:
@@ -140,6 +141,10 @@ def run(args):
         print("\n".join(said))
     if weights is not None:
         print(f"wrote the weight image {weights[0]} at flash offset {weights[1]:#x}")
-    print(f"flashed {bit} to the {board.name}; talk to it with: "
-          f".venv/bin/python -m boards.host --port PORT --build {args.build}")
+    if accel:
+        print(f"flashed {bit} to the {board.name}; run an image with: "
+              f"shiftq run --board {board.name} --port PORT --build {args.build} --image IMG.npy")
+    else:
+        print(f"flashed {bit} to the {board.name}; talk to it with: "
+              f".venv/bin/python -m boards.host --port PORT --build {args.build}")
     return 0

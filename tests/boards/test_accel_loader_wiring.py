@@ -1,11 +1,10 @@
 """boards/accel_top.py: the per-board make_plan keywords, and the boot-time weight loader
 between the iCEBreaker's flash pins and the accelerator's weight-load ports.
 
-The accelerator with `wl_*` ports is being rewritten elsewhere; here a stub with the
-announced interface stands in for it (`plan.weights_loaded`, `plan.loaded_words`,
-`plan.loaded_word_bits`; ports `wl_addr`, `wl_data`, `wl_en`, `wl_done` In), and the
-iCEBreaker top-level is elaborated by the real amaranth-boards platform (no synthesis)
-to check the pin constraints."""
+The iCEBreaker's plan (PARALLELISM) has `weights_loaded`; its top-level is elaborated by
+the real amaranth-boards platform (no synthesis) around the real accelerator and around
+a stub with the same interface (`plan.loaded_words`, `plan.loaded_word_bits`; ports
+`wl_addr`, `wl_data`, `wl_en`, `wl_done` In) to check the pin constraints."""
 import re
 from pathlib import Path
 
@@ -52,40 +51,96 @@ class StubAccelerator(wiring.Component):
 
 
 def test_parallelism_is_make_plan_kwargs():
-    assert accel_top.PARALLELISM["icebreaker"] == dict(po=4, px=1)
+    assert accel_top.PARALLELISM["icebreaker"] == dict(po=4, px=1, weights_loaded=True)
+    assert accel_top.PARALLELISM["ulx3s-85f"] == dict(po=12, pi=4, px=8)
     assert all(isinstance(v, dict) for v in accel_top.PARALLELISM.values())
     assert accel_top.board_kwargs("ulx3s-85f") == accel_top.PARALLELISM["ulx3s-85f"]
-    assert accel_top.board_kwargs("icebreaker", po=8, px=None) == dict(po=8, px=1)
+    assert accel_top.board_kwargs("icebreaker", po=2, px=None) == dict(po=2, px=1, weights_loaded=True)
+    assert accel_top.board_kwargs("ulx3s-85f", pi=2) == dict(po=12, pi=2, px=8)
     assert accel_top.board_kwargs("nosuchboard") == accel_top.DEFAULT_PARALLELISM
     net = _net()
-    assert (net.plan.PO, net.plan.PX) == (4, 1)
+    assert (net.plan.PO, net.plan.PI, net.plan.PX, net.plan.pes) == (4, 1, 1, 4)
+    assert net.plan.weights_loaded and net.uses_loader
 
 
-def test_todays_plan_uses_no_loader():
-    net = _net()
+def test_ulx3s_plan_uses_no_loader():
+    from hw.ir import load
+    d = REPO / "build" / "digitnet"
+    if not (d / "model.json").exists():
+        pytest.skip(f"no export at {d}")
+    net = accel_top.network_from_build(d, "ulx3s-85f")
+    assert (net.plan.PO, net.plan.PI, net.plan.PX, net.plan.pes) == (12, 4, 8, 384)
     assert not net.uses_loader
     core = net.make_core()
     core._MustUse__silence = True
     assert "wl_en" not in core.signature.members
 
 
-def _loaded(net, n=300, bits=32):
-    p = net.plan
-    p.weights_loaded = True
-    p.loaded_words = [(k * 2654435761) & ((1 << bits) - 1) for k in range(n)]
-    p.loaded_word_bits = bits
+def test_icebreaker_core_has_the_real_accelerators_load_ports():
+    from hw.rtl.accel.accel import Accelerator
+
+    net = _net()
+    core = net.make_core()
+    core._MustUse__silence = True
+    acc = Accelerator(net.plan)
+    acc._MustUse__silence = True
+    for name in ("wl_addr", "wl_data", "wl_en", "wl_done"):
+        assert name in core.signature.members and name in acc.signature.members, name
+    assert core.signature.members["wl_data"].shape == acc.signature.members["wl_data"].shape
+    assert len(net.plan.loaded_words) <= 2 ** len(acc.wl_addr)
+
+
+def test_prepare_build_budget_per_board():
+    """The checks `make bitstream` runs before yosys: SPRAM weights with the loader on the
+    UP5K, block RAM only on the 85F; a plan too big for the UP5K is refused in one line."""
+    from hw.rtl.accel.plan import DoesNotFit
+
+    d = REPO / "build" / "digitnet"
+    if not (d / "model.json").exists():
+        pytest.skip(f"no export at {d}")
+    net, b = accel_top.prepare_build(d, "icebreaker")
+    assert net.uses_loader and b["spram"] >= 1 and b["ebr"] <= 30
+    assert [m["ram"] for m in b["memories"] if m["kind"] == "weights"] == ["spram"]
+    net, b = accel_top.prepare_build(d, "ulx3s-85f")
+    assert not net.uses_loader and b["spram"] == 0 and b["ebr"] <= 208
+    with pytest.raises(DoesNotFit) as e:
+        accel_top.prepare_build(d, "icebreaker", po=4, pi=4, px=8)
+    assert "\n" not in str(e.value)
+    with pytest.raises(accel_top.UserError, match="make export"):
+        accel_top.prepare_build(d / "nope", "icebreaker")
+
+
+def test_real_icebreaker_top_puts_the_weights_in_spram():
+    """The real accelerator in the iCEBreaker top: the weight memory is the one memory
+    marked for SPRAM (its all-zero init is stripped), and the loader sits on the flash pins."""
+    from hw.synth import get_board, strip_spram_init
+
+    net = _net()
+    top = accel_top.AccelBoardTop("icebreaker", net)
+    plan = get_board("icebreaker").make_platform().prepare(top, name="top")
+    _, stripped = strip_spram_init(plan.files["top.il"])
+    assert len(stripped) == 1 and stripped[0].endswith("accel/wmem0"), stripped
+    assert "spi_flash_1x_0__clk__io 15" in plan.files["top.pcf"]
+    assert top.loader is not None and top.loader.n_words == len(net.plan.loaded_words)
+
+
+def _loaded(net):
+    """The iCEBreaker's plan loads its weights at boot (PARALLELISM)."""
+    assert net.plan.weights_loaded and net.uses_loader
     return net
 
 
 def test_weight_image_and_id():
     net = _loaded(_net())
     im = decode(net.weight_image())
-    assert im.words == net.plan.loaded_words and im.word_bits == 32 and im.design_id == net.weights_id
+    assert im.words == list(net.plan.loaded_words) and im.word_bits == net.plan.loaded_word_bits
+    assert im.design_id == net.weights_id
     assert net.weights_id != net.info.design_id
-    other = _loaded(_net(), n=300)
+    other = _loaded(_net())
     other.plan.loaded_words[7] ^= 1
     assert other.weights_id != net.weights_id         # another layout / table: another id
     ld = net.make_loader(12e6)
+    ld._MustUse__silence = True
     assert ld.header == net.weight_image()[:16] and ld.flash_addr == FLASH_OFFSET
     assert ld.tres1_cycles >= 36                        # 3 us at 12 MHz
 
@@ -129,7 +184,7 @@ def test_write_weight_image(tmp_path):
     net = _loaded(_net())
     d = accel_top.write_weight_image(net, tmp_path, bitstream_bytes=104090)
     assert d["weight_offset"] == FLASH_OFFSET and d["weight_image"] == "weights.bin"
-    assert decode((tmp_path / "weights.bin").read_bytes()).words == net.plan.loaded_words
+    assert decode((tmp_path / "weights.bin").read_bytes()).words == list(net.plan.loaded_words)
 
 
 class StubSpramAccelerator(StubAccelerator):
@@ -159,13 +214,13 @@ class StubSpramAccelerator(StubAccelerator):
 
 @pytest.mark.slow
 def test_icebreaker_build_with_loader_and_spram(monkeypatch, tmp_path):
-    """yosys + nextpnr of the iCEBreaker top (UART bridge, loader, a stub accelerator with a
-    32 x 3,780 weight memory): the memory lands in 2 SPRAMs, the flash pins are placed."""
+    """yosys + nextpnr of the iCEBreaker top (UART bridge, loader, a stub accelerator with
+    the plan's 32 x 3,972 weight memory): the memory lands in 2 SPRAMs, the flash pins are placed."""
     import hw.rtl.accel.accel as accel_mod
     from hw.synth import synthesize
 
     monkeypatch.setattr(accel_mod, "Accelerator", StubSpramAccelerator)
-    net = _loaded(_net(), n=3780, bits=32)
+    net = _loaded(_net())
     util = synthesize(accel_top.AccelBoardTop("icebreaker", net), "icebreaker", tmp_path, quiet=True)
     assert util["resources"]["spram"]["used"] == 2, util["resources"]
     assert util["timing_met"], util["clocks"]

@@ -22,7 +22,7 @@ def test_synth_missing_build_dir(run_cli, tmp_path):
 
 def test_flash_without_bitstream(run_cli, tmp_path):
     code, out, err = run_cli("flash", "--build", tmp_path, "--board", "ulx3s-85f")
-    assert code == 2 and err.count("\n") == 1 and "no bitstream" in err and "make bitstream" in err
+    assert code == 2 and err.count("\n") == 1 and "no bitstream" in err and "make layer-bitstream" in err
 
 
 def _fake_bitstream(tmp_path, board="icebreaker", ext="bin"):

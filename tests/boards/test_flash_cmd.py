@@ -86,4 +86,4 @@ def test_flash_refuses_bad_images(run_cli, tmp_path, monkeypatch):
 
 def test_flash_accel_without_bitstream(run_cli, tmp_path):
     code, out, err = run_cli("flash", "--build", tmp_path, "--board", "icebreaker", "--accel")
-    assert code == 2 and err.count("\n") == 1 and "make accel-bitstream" in err
+    assert code == 2 and err.count("\n") == 1 and "make bitstream MODEL=" in err and "BOARD=icebreaker" in err
