@@ -52,11 +52,11 @@ class StubAccelerator(wiring.Component):
 
 def test_parallelism_is_make_plan_kwargs():
     assert accel_top.PARALLELISM["icebreaker"] == dict(po=4, px=1, weights_loaded=True)
-    assert accel_top.PARALLELISM["ulx3s-85f"] == dict(po=12, pi=4, px=8)
+    assert accel_top.PARALLELISM["ulx3s-85f"] == dict(po=12, pi=4, px=4)
     assert all(isinstance(v, dict) for v in accel_top.PARALLELISM.values())
     assert accel_top.board_kwargs("ulx3s-85f") == accel_top.PARALLELISM["ulx3s-85f"]
     assert accel_top.board_kwargs("icebreaker", po=2, px=None) == dict(po=2, px=1, weights_loaded=True)
-    assert accel_top.board_kwargs("ulx3s-85f", pi=2) == dict(po=12, pi=2, px=8)
+    assert accel_top.board_kwargs("ulx3s-85f", pi=2) == dict(po=12, pi=2, px=4)
     assert accel_top.board_kwargs("nosuchboard") == accel_top.DEFAULT_PARALLELISM
     net = _net()
     assert (net.plan.PO, net.plan.PI, net.plan.PX, net.plan.pes) == (4, 1, 1, 4)
@@ -69,7 +69,7 @@ def test_ulx3s_plan_uses_no_loader():
     if not (d / "model.json").exists():
         pytest.skip(f"no export at {d}")
     net = accel_top.network_from_build(d, "ulx3s-85f")
-    assert (net.plan.PO, net.plan.PI, net.plan.PX, net.plan.pes) == (12, 4, 8, 384)
+    assert (net.plan.PO, net.plan.PI, net.plan.PX, net.plan.pes) == (12, 4, 4, 192)
     assert not net.uses_loader
     core = net.make_core()
     core._MustUse__silence = True
