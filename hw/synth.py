@@ -163,6 +163,7 @@ def _run(argv, cwd, log_name, step, timeout=None):
 # Flow
 
 _FIT_HINTS = re.compile(r"only has|too many|no BELs? (remaining|left)|unable to place|failed to place|"
+                        r"unable to find legal placement|"
                         r"not enough|exceed", re.I)
 
 

@@ -59,7 +59,7 @@ def classify(client, net, x):
     info = client.identify()
     if info.design_id != net.info.design_id or not info.same_shape(net.info):
         raise UserError(f"the board runs design {info.design_id:#010x}, this export's accelerator is "
-                        f"{net.info.design_id:#010x}: flash it first (make accel-bitstream / make flash)")
+                        f"{net.info.design_id:#010x}: flash it first (make bitstream / make flash)")
     cycles, out = client.run([int(v) for v in x.reshape(-1)])
     return int(out[-1]), [int(v) for v in out[:-1]], int(cycles)
 

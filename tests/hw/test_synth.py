@@ -171,3 +171,13 @@ def test_shiftq_synth_cli_on_an_export(run_cli, tmp_path):
     assert u["seed"] == 2 and u["timing_met"] and (d / "top.bin").exists()
     assert design["layer"] == "stem" and design["PO"] * design["PI"] <= 4
     assert "| LUT4 |" in stdout and "bitstream:" in stdout
+
+
+def test_nextpnr_placement_failures_read_as_does_not_fit():
+    """nextpnr's own words for a design too big for the device (seen on the ECP5 when a
+    design's memories went to LUT RAM) are classified as "does not fit", not as a crash."""
+    from hw.synth import _FIT_HINTS
+    for line in ("ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit.",
+                 "ERROR: Design uses 9 DSPs, but device only has 8"):
+        assert _FIT_HINTS.search(line), line
+    assert not _FIT_HINTS.search("ERROR: failed to route net clk")
