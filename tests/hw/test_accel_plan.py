@@ -150,3 +150,18 @@ def test_bad_parallelism():
     ir = _export("digitnet")
     with pytest.raises(PlanError):
         make_plan(ir, po=0)
+
+
+def test_weight_with_three_terms_in_one_shift_window_is_refused():
+    """The PEs take 2 terms per 4-shift window: a table word with 3 terms at shifts 0..3
+    (7 = 4 + 2 + 1, not CSD) cannot be split into passes and is refused in one line."""
+    from hw.rtl.pe import pack_terms
+    ir = _export("digitnet")
+    n = ir.node("stem")
+    T, ms = int(n["weight"]["terms"]), int(n["weight"]["max_shift"])
+    assert T >= 3
+    size = int(np.asarray(ir.array(n["weight"]["key"])).size)
+    words = {"stem": [pack_terms([(1, 2), (1, 1), (1, 0)], ms)] + [0] * (size - 1)}
+    with pytest.raises(PlanError, match=r"stem: a weight has 3 terms with shifts in \[0, 3\]") as e:
+        make_plan(ir, po=4, words=words)
+    assert "\n" not in str(e.value)
