@@ -61,11 +61,16 @@ def test_digits_images_are_the_export_vectors():
         assert np.array_equal(x, z["node:input"][:16])
 
 
-def test_accel_digitnet_verilator_every_layer():
-    _need("verilator")
+def _digitnet(sim, n, **kw):
+    """The accelerator on the first `n` digits test images, built from the export's tables."""
+    _need(sim)
     d, ir = _export("digitnet")
-    x, _ = digits_test_images(ir, 3)
-    rep = check_accel(ir, x, "verilator", po=4, pi=2, px=4, words=load_words(d, ir))
+    x, _ = digits_test_images(ir, n)
+    return check_accel(ir, x, sim, words=load_words(d, ir), **kw)
+
+
+def test_accel_digitnet_verilator_every_layer():
+    rep = _digitnet("verilator", 3, po=4, pi=2, px=4)
     _check(rep)
     assert rep["images"] == 3
     assert all(r["layer_mismatches"] == {} for r in rep["results"])
@@ -75,11 +80,7 @@ def test_accel_digitnet_verilator_every_layer():
 def test_accel_digitnet_weights_loaded_at_boot():
     """Weights written through wl_* before the first image (the iCEBreaker's SPRAM, filled
     by boards/flash_loader.py from the SPI flash): same results."""
-    _need("verilator")
-    d, ir = _export("digitnet")
-    x, _ = digits_test_images(ir, 1)
-    rep = check_accel(ir, x, "verilator", po=4, px=1, words=load_words(d, ir), weights_loaded=True)
-    _check(rep)
+    _check(_digitnet("verilator", 1, po=4, px=1, weights_loaded=True))
 
 
 def test_accel_corrupted_table_is_caught():
@@ -108,21 +109,14 @@ def test_accel_corrupted_table_is_caught():
 
 @pytest.mark.slow
 def test_accel_digitnet_50_images_verilator():
-    _need("verilator")
-    d, ir = _export("digitnet")
-    x, y = digits_test_images(ir, 50)
-    rep = check_accel(ir, x, "verilator", po=4, pi=2, px=4, words=load_words(d, ir))
+    rep = _digitnet("verilator", 50, po=4, pi=2, px=4)
     _check(rep)
     assert rep["images"] == 50
 
 
 @pytest.mark.slow
 def test_accel_digitnet_icarus():
-    _need("icarus")
-    d, ir = _export("digitnet")
-    x, _ = digits_test_images(ir, 2)
-    rep = check_accel(ir, x, "icarus", po=4, pi=2, px=2, words=load_words(d, ir))
-    _check(rep)
+    _check(_digitnet("icarus", 2, po=4, pi=2, px=2))
 
 
 @pytest.mark.slow

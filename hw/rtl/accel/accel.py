@@ -156,14 +156,12 @@ class _BankedMemory:
             m.submodules[f"{name}{b}"] = mem
             self.wp.append(mem.write_port())
             self.rp.append(mem.read_port())
-        self.rb = len(self.rp[0].addr)
         self.m = m
         self.rot = Signal(max(1, self.lg), name=f"{name}_rot")
         self.rot2 = Signal(max(1, self.lg), name=f"{name}_rot2")
 
     def window_read(self, starts):
         m, nb, lg = self.m, self.nb, self.lg
-        mask = nb - 1
         b0 = starts[0]
         for b in range(nb):
             if len(starts) == 1 or nb == self.px:
@@ -545,6 +543,17 @@ class Accelerator(wiring.Component):
         mlv2 = [Signal(name=f"mlv2_{j}") for j in range(PX)]
         m.d.comb += misc_idle.eq((mstate == 0) & ~m1 & ~m2)
 
+        def next_output_row(channel_end):
+            """maxpool / shortcut: the next output row, or the next channel after the last
+            row (with `channel_end`'s extra updates); the step ends after the last channel."""
+            with m.If(moy == d.Ho - 1):
+                m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mob.eq(mob + d.HWp_out), mopix.eq(0)]
+                m.d.sync += channel_end
+                with m.If(mc == d.O - 1):
+                    m.d.sync += mstate.eq(0)
+            with m.Else():
+                m.d.sync += [moy.eq(moy + 1), mrb.eq(mrb + d.row_step)]
+
         with m.If(misc_go):
             m.d.sync += [mc.eq(0), moy.eq(0), mox.eq(0), mky.eq(0), mkx.eq(0), mcb.eq(0), mrb.eq(0),
                          mcc.eq(0), mkoff.eq(0), mob.eq(0), mopix.eq(0)]
@@ -569,13 +578,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += [mky.eq(0), mkoff.eq(0), mopix.eq(mopix + 1)]
                             with m.If(mox == d.Wo - 1):
                                 m.d.sync += [mox.eq(0), mcc.eq(0)]
-                                with m.If(moy == d.Ho - 1):
-                                    m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mcb.eq(mcb + d.HWp_in),
-                                                 mob.eq(mob + d.HWp_out), mopix.eq(0)]
-                                    with m.If(mc == d.O - 1):
-                                        m.d.sync += mstate.eq(0)
-                                with m.Else():
-                                    m.d.sync += [moy.eq(moy + 1), mrb.eq(mrb + d.row_step)]
+                                next_output_row([mcb.eq(mcb + d.HWp_in)])
                             with m.Else():
                                 m.d.sync += [mox.eq(mox + 1), mcc.eq(mcc + d.stride)]
                         with m.Else():
@@ -588,13 +591,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [mlv[j].eq((mox + j < d.Wo) & (j < d.sl)) for j in range(PX)]
                     with m.If(mox + d.sl >= d.Wo):
                         m.d.sync += [mox.eq(0), mcc.eq(0), mopix.eq(mopix + d.Wo - mox)]
-                        with m.If(moy == d.Ho - 1):
-                            m.d.sync += [moy.eq(0), mrb.eq(0), mc.eq(mc + 1), mstate.eq(2),
-                                         mob.eq(mob + d.HWp_out), mopix.eq(0)]
-                            with m.If(mc == d.O - 1):
-                                m.d.sync += mstate.eq(0)
-                        with m.Else():
-                            m.d.sync += [moy.eq(moy + 1), mrb.eq(mrb + d.row_step)]
+                        next_output_row([mstate.eq(2)])      # fetch the next channel's source
                     with m.Else():
                         m.d.sync += [mox.eq(mox + d.sl), mcc.eq(mcc + d.sl_cc), mopix.eq(mopix + d.sl)]
                 with m.Case(OPS["gap"]):
@@ -618,7 +615,6 @@ class Accelerator(wiring.Component):
                      mwa2.eq(mwa1)] + [a.eq(b) for a, b in zip(mlv2, mlv1)]
         mbest = Signal(A)
         msum = Signal(signed(ACC + 1))
-        aux_data = None               # set below (the aux window's elements)
         misc_wr = Signal()
         misc_wdata = [Signal(A, name=f"misc_wdata{j}") for j in range(PX)]
         gap_req = Signal()

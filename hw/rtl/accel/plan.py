@@ -474,8 +474,6 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
             raise PlanError(f"the network output {name!r} is a {op}; the accelerator ends with a conv/linear")
         macs_total += st.macs
         steps.append(st)
-    if not consts["rmult"] or not any(consts["rmult"]):
-        pass
     # threshold tables padded with a value no y reaches (act off -> never counted)
     tmax = max([t for tb in thr_tables for t in tb] + [1])
     thr_bits = bits_signed(0, tmax + 1)
