@@ -46,6 +46,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.ir import bits_signed, bits_unsigned
 from hw.rtl.pe import ShiftAddDotPE, shift_bits
 
 from .plan import Plan
@@ -57,15 +58,11 @@ MODES = {"int": 0, "identity": 1, "levels": 2}
 ACTS = {"none": 0, "clip": 1, "thresholds": 2}
 
 
-def _ubits(v: int) -> int:
-    return max(1, int(v).bit_length())
+_ubits = bits_unsigned
 
 
 def _sbits(lo: int, hi: int) -> int:
-    b = 2
-    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
-        b += 1
-    return b
+    return max(2, bits_signed(lo, hi))   # a 1-bit signed field is awkward in Amaranth
 
 
 def _log2(v: int) -> int:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.ir import bits_signed
+from hw.tables import field_layout, pack_words, unpack_word
 from shiftq.errors import UserError
 
 __all__ = ["Step", "Plan", "make_plan", "check_budget", "DEVICES", "DoesNotFit", "memory_blocks",
@@ -56,8 +57,6 @@ class DoesNotFit(UserError):
     """The plan's memories need more RAM than the device has."""
 
 
-def _shift_bits(max_shift: int) -> int:
-    return max(1, int(max_shift).bit_length())
 
 
 # The PE array's weight format: 2 terms with shifts 0..3 (the APoT W4 and PoT layers as
@@ -65,7 +64,7 @@ def _shift_bits(max_shift: int) -> int:
 # passes over the same activations, one per 4-shift window. Narrow PEs are what lets
 # hundreds of them fit (docs/accelerator.md).
 PE_TERMS, PE_MAX_SHIFT = 2, 3
-PE_TW = PE_TERMS * (2 + _shift_bits(PE_MAX_SHIFT))
+PE_TW = field_layout(PE_MAX_SHIFT, PE_TERMS)["word_bits"]
 MAX_PASSES = 4
 
 
@@ -272,8 +271,6 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
     the IR's terms (so a corrupted table reaches the hardware).
     `weights_loaded`: the weight memory has no initial contents and is written at boot
     through the accelerator's `wl_*` ports (iCE40 SPRAM, boards/flash_loader.py)."""
-    from hw.rtl.pe import pack_terms, unpack_word
-    from hw.tables import pack_words
 
     if po < 1 or px < 1 or pi < 1:
         raise PlanError(f"PO, PI and PX must be >= 1 (got {po}, {pi}, {px})")
@@ -384,7 +381,8 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
                 raise PlanError(f"node {name!r} has no requantization (raw accumulator out): not supported")
             wd = n["weight"]
             fmt = (int(wd["terms"]), int(wd["max_shift"]))
-            tw = fmt[0] * (2 + _shift_bits(fmt[1]))
+            lay = field_layout(fmt[1], fmt[0])
+            tw = lay["word_bits"]
             if words is not None and name in words:
                 wl = [int(x) for x in words[name]]
             else:
@@ -398,15 +396,17 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
             st.npass = fmt[1] // (PE_MAX_SHIFT + 1) + 1
             if st.npass > MAX_PASSES:
                 raise PlanError(f"{name}: weight shifts up to {fmt[1]} (at most {MAX_PASSES * 4 - 1} supported)")
-            pw = [[0] * st.npass for _ in wl]
+            split = np.zeros((len(wl), st.npass, PE_TERMS, 2), dtype=np.int64)   # (sign, shift)
             for k_, w in enumerate(wl):
-                terms = unpack_word(w & ((1 << tw) - 1), fmt[0], fmt[1])
+                terms = unpack_word(w & ((1 << tw) - 1), lay)
                 for q in range(st.npass):
                     sel = [(sg, sh - 4 * q) for sg, sh in terms if sg and 4 * q <= sh < 4 * q + 4]
                     if len(sel) > PE_TERMS:
                         raise PlanError(f"{name}: a weight has {len(sel)} terms with shifts in "
                                         f"[{4 * q}, {4 * q + 3}] (the PEs take {PE_TERMS})")
-                    pw[k_][q] = pack_terms(sel, PE_MAX_SHIFT)
+                    if sel:
+                        split[k_, q, :len(sel)] = sel
+            pw = pack_words(split, PE_MAX_SHIFT)[0].reshape(len(wl), st.npass)
             st.OG = -(-st.O // po)
             st.CG = -(-st.C // pi)
             K = st.KH * st.KW
