@@ -1,8 +1,10 @@
 """cocotb testbench: `hw.rtl.pe.ShiftAddDotPE` (the accelerator's PE) against integers.
 
-The stimulus is drawn as (sign, shift) term lists and signed values; the expected
-accumulator is the plain integer sum of sum_i value_i * w_i << 4*pass, wrapped to
-`acc_bits`, with the PE's `clear` / `en` table and, when `registered`, one clock later.
+The stimulus is drawn as (sign, shift) term lists and signed values, plus raw term
+fields with the neg bit set and nz clear (a field the table never holds, which the
+ones'-complement rule must still count). The expected accumulator is the integer
+(sum_i value_i * w_i - neg bits) << 4*pass, wrapped to `acc_bits`, with the PE's
+`clear` / `en` table and, when `registered`, one clock later.
 """
 from __future__ import annotations
 
@@ -63,9 +65,15 @@ async def dot_pe_matches_integers(dut):
         terms = [[(rng.choice((-1, 0, 1)), rng.randrange(ms + 1)) for _ in range(T)] for _ in range(n)]
         ws = [sum(s << sh for s, sh in t) for t in terms]
         words = [pack_terms(t, ms) for t in terms]
+        negs = sum(s < 0 for t in terms for s, _ in t)
+        for i in range(n):
+            for t in range(T):
+                if terms[i][t][0] == 0 and rng.random() < 0.3:   # neg without nz: counts too
+                    words[i] |= 1 << (t * (2 + c["sb"]) + c["sb"])
+                    negs += 1
         en, clear = rng.random() < 0.8, rng.random() < 0.15
         pas = rng.randrange(c["passes"])
-        dot = sum(v * w for v, w in zip(values, ws)) << (4 * pas)
+        dot = (sum(v * w for v, w in zip(values, ws)) - negs) << (4 * pas)
         got = await drv.op(values, words, en, clear, pas)
         step = (en, clear, dot)
         if c["registered"]:

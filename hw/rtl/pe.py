@@ -37,7 +37,8 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = [
     "shift_bits", "term_bits", "pack_terms", "unpack_word", "csd_terms", "pe_product",
-    "value_width", "PEModel", "ShiftAddPE", "MultiplierPE", "pe_dot", "ShiftAddDotPE",
+    "value_width", "PEModel", "ShiftAddPE", "MultiplierPE", "pe_dot", "neg_bits", "pe_dot_ones",
+    "ShiftAddDotPE",
 ]
 
 
@@ -230,42 +231,66 @@ class ShiftAddPE(_PEBase):
         return m
 
 
-def _shift_add_product(m: Module, value, weight, terms: int, sb: int, pw: int, name: str):
-    """sum_t sign_t (value << shift_t) of one table word, as a signed `pw`-bit Value."""
+def neg_bits(words, terms: int, max_shift: int) -> int:
+    """How many term fields of the table words have their neg bit set (nz or not)."""
+    sb = shift_bits(max_shift)
     tw = sb + 2
-    parts = []
-    for t in range(terms):
-        field = weight[t * tw:(t + 1) * tw]
-        shift, neg, nz = field[:sb], field[sb], field[sb + 1]
-        mag = Signal(signed(pw), name=f"{name}_mag{t}")
-        term = Signal(signed(pw), name=f"{name}_term{t}")
-        m.d.comb += [mag.eq(value << shift), term.eq(Mux(nz, Mux(neg, -mag, mag), 0))]
-        parts.append(term)
-    total = parts[0]
-    for q in parts[1:]:
-        total = total + q
-    return total
+    return sum((int(w) >> (t * tw + sb)) & 1 for w in words for t in range(terms))
+
+
+def pe_dot_ones(values, words, terms: int, max_shift: int) -> int:
+    """What `ShiftAddDotPE` adds per clock (before the pass shift): the dot product less
+    one for every neg bit in the words (each signed term is a ones' complement)."""
+    return pe_dot(values, words, terms, max_shift) - neg_bits(words, terms, max_shift)
+
+
+def _ones_term(m: Module, value, field, sb: int, width: int, name: str):
+    """nz ? (value << shift) XOR -neg : -neg, a signed `width`-bit Value.
+
+    The nz mask sits in the first shift stage and the XOR in the last, so every bit is
+    two 4-input functions (`nz & (s0 ? v[i-1] : v[i])`, `(s1 ? x[i-2] : x[i]) ^ neg`):
+    two LUT4s per bit on both FPGA families, no adder. A true negation would need one.
+    """
+    shift, neg, nz = field[:sb], field[sb], field[sb + 1]
+    x = Signal(signed(len(value) + 1), name=f"{name}_x0")
+    m.d.comb += x.eq(Mux(nz, value, 0))
+    for k in range(sb):
+        nxt = Signal(signed(len(x) + (1 << k)), name=f"{name}_x{k + 1}")
+        m.d.comb += nxt.eq(Mux(shift[k], x << (1 << k), x))
+        x = nxt
+    term = Signal(signed(width), name=f"{name}_t")
+    m.d.comb += term.eq(x ^ neg.replicate(width).as_signed())
+    return term
 
 
 class ShiftAddDotPE(_PEBase):
-    """Shift-add dot-product PE: acc += sum_i value_i * w_i over `n` (value, table word)
-    pairs per clock; the input-channel lanes of the accelerator's PE array.
+    """Shift-add dot-product PE: acc += sum_i value_i * w_i - negs over `n` (value, table
+    word) pairs per clock; the input-channel lanes of the accelerator's PE array.
 
     Why a separate PE: PI input channels summed inside the PE cost one adder tree and
     one accumulator instead of PI accumulators, and one activation read per channel
     lane feeds PO PEs. Same timing and `clear`/`en` table as `ShiftAddPE`.
 
-    With `passes` > 1 a `pass_` port shifts the dot product left by 4*pass_ before it is
+    Why `- negs`: a term's sign is applied as a ones' complement, `(v << s) XOR -neg`,
+    which is `-(v << s) - 1` when neg is set. That keeps a term to two LUT levels with no
+    adder (`_ones_term`); the missing ones, `negs` = the number of neg bits in the words
+    (`neg_bits`), depend on the weights alone, so the accelerator plan adds them back
+    through the requantization bias of each output channel. With it, and with the adder
+    tree kept as two-input adders (carry chains; yosys would otherwise merge the tree
+    into one compressor tree of LUTs), a 4-input, 2-term PE is 292 ECP5 LUT4s instead of
+    844 (`yosys_cells`, value_bits 7).
+
+    With `passes` > 1 a `pass_` port shifts the sum left by 4*pass_ before it is
     accumulated: a weight wider than the PE's terms runs as passes of 4-shift windows
     over the same activations (the accelerator's 8-bit first and last layers).
 
-    With `registered` the (shifted) dot product and en / clear go through a register
-    first: `acc` is updated one clock later than without (a shorter clock period).
+    With `registered` the (shifted) sum and en / clear go through a register first:
+    `acc` is updated one clock later than without (a shorter clock period).
 
     Parameters: n (pairs), value_bits (signed decoded activations), terms, max_shift,
     acc_bits, passes, registered. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
     words), en In(1), clear In(1), [pass_ In(range(passes))], acc Out(signed(acc_bits)).
-    Model: `pe_dot` (times 2**(4*pass_)).
+    Model: `pe_dot_ones` (times 2**(4*pass_)).
     """
 
     def __init__(self, *, n: int, value_bits: int, terms: int, max_shift: int, acc_bits: int,
@@ -288,15 +313,27 @@ class ShiftAddDotPE(_PEBase):
 
     def elaborate(self, platform):
         m = Module()
-        pw = self.value_bits + self.max_shift + (self.terms - 1).bit_length() + 1
-        prods = [_shift_add_product(m, self.act[i], self.weight[i], self.terms, self.sb, pw, f"p{i}")
-                 for i in range(self.n)]
-        # balanced adder tree
-        while len(prods) > 1:
-            prods = [prods[k] + prods[k + 1] if k + 1 < len(prods) else prods[k]
-                     for k in range(0, len(prods), 2)]
-        dot = Signal(signed(pw + (self.n - 1).bit_length()), name="dot")
-        m.d.comb += dot.eq(prods[0])
+        sb, tw = self.sb, 2 + self.sb
+        # a ones'-complement term of a signed value_bits value shifted by <= max_shift
+        # fits value_bits + max_shift signed bits (module docstring of _ones_term)
+        width = self.value_bits + self.max_shift
+        parts = [_ones_term(m, self.act[i], self.weight[i][t * tw:(t + 1) * tw], sb, width, f"p{i}_{t}")
+                 for i in range(self.n) for t in range(self.terms)]
+        # balanced tree of two-input adders; `keep` stops yosys's alumacc from merging
+        # them into one $macc (a LUT compressor tree, 2.5x the LUTs of the carry chains)
+        level = 0
+        while len(parts) > 1:
+            nxt = []
+            for k in range(0, len(parts), 2):
+                if k + 1 == len(parts):
+                    nxt.append(parts[k])
+                    continue
+                s = Signal(signed(max(len(parts[k]), len(parts[k + 1])) + 1), name=f"sum{level}_{k // 2}",
+                           attrs={"keep": 1})
+                m.d.comb += s.eq(parts[k] + parts[k + 1])
+                nxt.append(s)
+            parts, level = nxt, level + 1
+        dot = parts[0]
         product = dot
         if self.passes > 1:
             product = Signal(signed(len(dot) + 4 * (self.passes - 1)), name="dot_shifted")

@@ -1,8 +1,8 @@
-"""`ShiftAddDotPE` (the accelerator's PE: PI products summed, passes, optional product
-register) against integer arithmetic on Icarus and Verilator (sim/test_dot_pe.py)."""
+"""`ShiftAddDotPE` (the accelerator's PE: PI products summed less the neg bits, passes,
+optional product register) against integer arithmetic on Icarus and Verilator (sim/test_dot_pe.py)."""
 import pytest
 
-from hw.rtl.pe import ShiftAddDotPE, pe_dot, pack_terms, shift_bits
+from hw.rtl.pe import ShiftAddDotPE, neg_bits, pack_terms, pe_dot, pe_dot_ones, shift_bits
 from sim.runner import SIMULATORS, emit_verilog, run_test
 
 CONFIGS = {
@@ -27,3 +27,11 @@ def test_dot_pe(sim, cfg):
 def test_pe_dot_model():
     w = [pack_terms([(1, 3), (-1, 0)], 3), pack_terms([(1, 1)], 3)]
     assert pe_dot([5, -2], w, 2, 3) == 5 * 7 + (-2) * 2
+
+
+def test_pe_dot_ones_model():
+    w = [pack_terms([(1, 3), (-1, 0)], 3), pack_terms([(-1, 1)], 3)]
+    assert neg_bits(w, 2, 3) == 2
+    assert pe_dot_ones([5, -2], w, 2, 3) == 5 * 7 + (-2) * (-2) - 2
+    # a neg bit without nz (never in a table) still counts: the PE XORs it in
+    assert neg_bits([1 << 2], 2, 3) == 1 and pe_dot_ones([9], [1 << 2], 2, 3) == -1

@@ -21,7 +21,9 @@ nodes in order and produces:
   Weights live in one memory per weight format (terms T, max_shift): word = PO*PI table
   words (lane o*PI + i: output channel og*PO + o, input channel cg*PI + i), one word
   per (output group, input-channel group, ky, kx). Requant constants (mult, bias,
-  rmult) are tables indexed by (step base + channel). The network output (the logits,
+  rmult) are tables indexed by (step base + channel). The PEs add each signed term as a
+  ones' complement (`hw.rtl.pe.ShiftAddDotPE`), one short per neg bit of the weights:
+  a conv's bias holds those missing ones, `negs[o] * mult[o]` (`neg_correction`). The network output (the logits,
   signed ints) goes to its own small memory.
 - **budget check** `check_budget(plan, device)`: maps every memory onto the device's
   RAM blocks (UP5K: weights in SPRAM, the rest in EBR; ECP5: block RAM) and raises
@@ -425,7 +427,9 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
                                         word |= pw[(o * st.C + c) * K + k][q] << ((o_ * pi + i) * PE_TW)
                             mem.append(word)
             st.macs = st.O * st.C * K * st.HoWo
-            acc_bits = max(acc_bits, int(n["acc_bits"]))
+            negs = neg_correction(pw, st.O, st.C * K)
+            # the PEs' accumulators run short of the IR's by up to max(negs): one more bit
+            acc_bits = max(acc_bits, int(n["acc_bits"]) + (1 if max(negs) else 0))
             _pixel_groups(st, px)
         elif op == "maxpool":
             st.KH = st.KW = int(n["kernel"])
@@ -444,7 +448,11 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
         if rq:
             st.cbase = len(consts["mult"])
             consts["mult"].extend(int(v) for v in ir.array(rq["mult"]))
-            consts["bias"].extend(int(v) for v in ir.array(rq["bias"]))
+            bias = [int(v) for v in ir.array(rq["bias"])]
+            if st.op == "conv":
+                # the PEs' missing ones, times the channel's multiplier (module docstring)
+                bias = [b + int(c) * int(mu) for b, c, mu in zip(bias, negs, ir.array(rq["mult"]))]
+            consts["bias"].extend(bias)
             st.shift = int(rq["shift"])
             sum_bits = max(sum_bits, int(rq["sum_bits"]))
             if rq.get("residual"):
@@ -492,6 +500,19 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
                 acc_bits=acc_bits, sum_bits=sum_bits, n_in=int(np.prod(inp["shape"])), in_bits=int(inp["bits"]),
                 n_out=int(np.prod(outt["shape"])), out_bits=int(outt["bits"]), output=out_name,
                 input_shape=list(inp["shape"]), macs=macs_total)
+
+
+def neg_correction(pass_words, n_out: int, per_out: int) -> list[int]:
+    """Per output channel: what its PE accumulator lacks against the true dot product,
+    sum over its pass words (weight-major: `per_out` weights of `npass` words each) of
+    the neg bits << 4 * pass (`ShiftAddDotPE` adds every signed term as a ones' complement)."""
+    pw = np.asarray(pass_words, dtype=np.int64).reshape(n_out, per_out, -1)
+    sb = field_layout(PE_MAX_SHIFT, PE_TERMS)["shift_bits"]
+    negs = np.zeros(pw.shape, dtype=np.int64)
+    for t in range(PE_TERMS):
+        negs += (pw >> (t * (sb + 2) + sb)) & 1
+    scale = np.array([1 << (4 * q) for q in range(pw.shape[2])], dtype=np.int64)
+    return [int(v) for v in (negs * scale).sum(axis=(1, 2))]
 
 
 def _pixel_groups(st: Step, px: int) -> None:
