@@ -64,9 +64,9 @@ SEED ?= 1
 # The whole-network accelerator (issue 8): PE array per board in boards/accel_top.py's
 # PARALLELISM; on the iCEBreaker the weights go to SPRAM and a weight image (weights.bin) is
 # written next to the bitstream, which `make flash` writes into the SPI flash.
-bitstream: $(STAMP)  ## bitstream of build/MODEL's whole-network accelerator + UART for BOARD (icebreaker, ulx3s-85f) -> build/MODEL/synth-accel/BOARD; SEED=
+bitstream: $(STAMP)  ## bitstream of build/MODEL's whole-network accelerator + UART for BOARD (icebreaker, ulx3s-85f) -> build/MODEL/synth-accel/BOARD; SEED=, CLOCK_MHZ= (ULX3S PLL; 0 = 25 MHz oscillator)
 	@test -f build/$(MODEL)/model.json || $(MAKE) --no-print-directory export MODEL=$(MODEL)
-	$(SHIFTQ) synth --accel --build build/$(MODEL) --board $(BOARD) --seed $(SEED)
+	$(SHIFTQ) synth --accel --build build/$(MODEL) --board $(BOARD) --seed $(SEED) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
 
 accel-bitstream: bitstream  ## the same as `make bitstream` (its old name)
 

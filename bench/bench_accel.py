@@ -4,8 +4,9 @@ boards.accel_top.PARALLELISM, PO x PI x PX): cycles per inference measured in Ve
 MAC bound MACs / PEs and the PE utilisation; and, where a bitstream was built
 (`make bitstream`, build/MODEL/synth-accel/BOARD/utilization.json; the bench never runs
 yosys / nextpnr itself), LUT / FF / RAM / DSP use, Fmax, the yosys / nextpnr wall
-times, and images/s at Fmax and at the board clock (= clock / cycles; the UART's
-transfer time excluded)."""
+times, and images/s at Fmax and at the clock the bitstream runs at (= clock / cycles;
+the UART's transfer time excluded): the ULX3S's PLL output (design.json `clock_hz`),
+else the board's oscillator."""
 from __future__ import annotations
 
 import json
@@ -46,6 +47,9 @@ def synth_result(model, board, root=ROOT):
     if meta.exists():
         design = json.loads(meta.read_text())
         out["built_pe_array"] = [design.get("PO"), design.get("PI", 1), design.get("PX")]
+        if design.get("clock_hz"):          # the PLL's output where the top has one
+            out["clock_mhz"] = round(design["clock_hz"] / 1e6, 4)
+            out["pll"] = bool(design.get("pll"))
     return out
 
 

@@ -51,6 +51,10 @@ PARALLELISM = {
     "ulx3s-85f": dict(po=12, pi=4, px=4),
 }
 DEFAULT_PARALLELISM = dict(po=4, px=1)
+# boards whose top can clock the design from a PLL (`--clock-mhz`): oscillator MHz
+PLL_BOARDS = {"ulx3s-85f": 25.0}
+# the PLL frequency `make bitstream` uses per board (MHz; boards absent: the oscillator)
+CLOCK_MHZ = {"ulx3s-85f": 50.0}
 
 
 def board_kwargs(board: str | None, **override) -> dict:
@@ -189,10 +193,12 @@ def _spi_clk_div(clk_hz: float, max_hz: float = 25e6) -> int:
     return max(1, math.ceil(clk_hz / (2 * max_hz)))
 
 
-def AccelBoardTop(board: str, net: BoardNetwork):
+def AccelBoardTop(board: str, net: BoardNetwork, *, clock_mhz: float | None = None, tools=None):
     """`boards.top.BoardTop` around `net`'s core; on the iCEBreaker with a plan whose
-    weights are loaded at boot, plus the FlashLoader on the flash pins (module docstring)."""
-    from amaranth.hdl import Elaboratable, Module
+    weights are loaded at boot, plus the FlashLoader on the flash pins (module docstring).
+    `clock_mhz` (ULX3S): clock the design from the ECP5 PLL at that frequency
+    (boards/pll.py; `pll_hz` is what its dividers reach) instead of the 25 MHz oscillator."""
+    from amaranth.hdl import ClockDomain, Elaboratable, Module
     from amaranth.lib import io
 
     from boards.top import BoardTop
@@ -200,16 +206,27 @@ def AccelBoardTop(board: str, net: BoardNetwork):
     if net.uses_loader and board != "icebreaker":
         raise UserError(f"{net.plan.name}: the plan loads its weights at boot, which is wired for the "
                         f"iCEBreaker's SPI flash only (not {board})")
+    pll = None
+    if clock_mhz is not None:
+        if board not in PLL_BOARDS:
+            raise UserError(f"--clock-mhz needs a PLL, built for {', '.join(PLL_BOARDS)} only (not {board}): "
+                            f"leave it out to run at the board's oscillator")
+        from boards.pll import PLLDomain
+        pll = PLLDomain(PLL_BOARDS[board] * 1e6, clock_mhz, tools=tools)
 
     class _AccelBoardTop(Elaboratable):
         def __init__(self):
             self.board, self.net = board, net
             self.core = net.make_core()
             self.loader = None
+            self.pll_hz = pll.achieved_hz if pll else None
 
         def elaborate(self, platform):
             m = Module()
-            m.submodules.board = BoardTop(self.board, self.core, self.net.info)
+            if pll is not None:
+                m.domains.sync = ClockDomain("sync")
+                m.submodules.pll = pll
+            m.submodules.board = BoardTop(self.board, self.core, self.net.info, clk_hz=self.pll_hz)
             if not self.net.uses_loader:
                 return m
             clk = platform.default_clk_frequency
@@ -283,25 +300,39 @@ def prepare_build(build_dir, board_name: str, *, po=None, pi=None, px=None):
     return net, budget
 
 
-def build_bitstream(build_dir, board, *, seed=1, po=None, pi=None, px=None, tools=None, log=print) -> dict:
+def board_clock_mhz(board: str, clock_mhz: float | None = None) -> float | None:
+    """The PLL frequency a build uses: `clock_mhz`, else the board's default (CLOCK_MHZ),
+    else None (the oscillator). 0 means the oscillator too."""
+    mhz = CLOCK_MHZ.get(board) if clock_mhz is None else clock_mhz
+    return mhz or None
+
+
+def build_bitstream(build_dir, board, *, seed=1, po=None, pi=None, px=None, clock_mhz=None, tools=None,
+                    log=print) -> dict:
     """The accelerator's bitstream into build_dir/synth-accel/BOARD/ (`prepare_build`'s
     checks first, then yosys + nextpnr + pack, then design.json and, for a plan whose
-    weights are loaded at boot, weights.bin). Returns design.json's dict."""
+    weights are loaded at boot, weights.bin). `clock_mhz`: the PLL's frequency
+    (`board_clock_mhz`). Returns design.json's dict."""
     from hw.synth import get_board, synthesize
 
     board = get_board(board) if isinstance(board, str) else board
     build = Path(build_dir)
     net, budget = prepare_build(build, board.name, po=po, pi=pi, px=px)
+    mhz = board_clock_mhz(board.name, clock_mhz)
+    top = AccelBoardTop(board.name, net, clock_mhz=mhz, tools=tools)
+    clock_hz = top.pll_hz or board.make_platform().default_clk_frequency
     out = build / "synth-accel" / board.name
     p = net.plan
     log(f"accel: {p.name} ({len(p.steps)} steps, {p.PO}x{p.PI}x{p.PX} PEs"
         f"{', weights loaded at boot' if net.uses_loader else ''}, {budget['ebr']} EBR + "
-        f"{budget['spram']} SPRAM planned) for {board.name} ({board.device}) -> {out}/")
+        f"{budget['spram']} SPRAM planned, clock {clock_hz / 1e6:g} MHz{' from the PLL' if top.pll_hz else ''}) "
+        f"for {board.name} ({board.device}) -> {out}/")
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("weights.bin", "design.json"):
         (out / stale).unlink(missing_ok=True)
-    util = synthesize(AccelBoardTop(board.name, net), board, out, seed=seed, tools=tools)
+    util = synthesize(top, board, out, seed=seed, tools=tools)
     design = dict(model=p.name, board=board.name, PO=p.PO, PI=p.PI, PX=p.PX, pes=p.pes,
+                  clock_hz=clock_hz, pll=bool(top.pll_hz),
                   weights_loaded=bool(p.weights_loaded), design_id=f"{net.info.design_id:#010x}",
                   plan_kwargs=net.plan_kwargs, macs=p.macs, cycles_estimate=sum(p.cycle_estimate().values()),
                   budget=budget, bitstream=util["bitstream"], baud=115200, protocol=1, seed=seed)
@@ -325,10 +356,12 @@ def main(argv=None) -> int:
     ap.add_argument("--po", type=int, default=None)
     ap.add_argument("--pi", type=int, default=None)
     ap.add_argument("--px", type=int, default=None)
+    ap.add_argument("--clock-mhz", type=float, default=None)
     ap.add_argument("--system-tools", action="store_true")
     args = ap.parse_args(argv)
     try:
         design = build_bitstream(args.build, args.board, seed=args.seed, po=args.po, pi=args.pi, px=args.px,
+                                 clock_mhz=args.clock_mhz,
                                  tools="system" if args.system_tools else None,
                                  log=lambda s: print(s, flush=True))
         out = Path(args.build) / "synth-accel" / design["board"]

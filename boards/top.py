@@ -16,14 +16,17 @@ BAUD = 115200
 
 
 class BoardTop(Elaboratable):
-    def __init__(self, board: str, core, info, *, baud: int = BAUD):
-        self.board, self.core, self.info, self.baud = board, core, info, baud
+    """`clk_hz`: the `sync` clock when the caller makes that domain itself (a PLL,
+    boards/pll.py); by default the platform's oscillator, which then clocks `sync`."""
+
+    def __init__(self, board: str, core, info, *, baud: int = BAUD, clk_hz: float | None = None):
+        self.board, self.core, self.info, self.baud, self.clk_hz = board, core, info, baud, clk_hz
 
     def elaborate(self, platform):
         m = Module()
-        div = uart_divisor(platform.default_clk_frequency, self.baud)
-        bridge = UARTBridge(self.core, self.info, div,
-                            timeout_cycles=int(platform.default_clk_frequency // 10))
+        clk_hz = self.clk_hz or platform.default_clk_frequency
+        div = uart_divisor(clk_hz, self.baud)
+        bridge = UARTBridge(self.core, self.info, div, timeout_cycles=int(clk_hz // 10))
         m.submodules.btn = btn = io.Buffer("i", platform.request("button", 0, dir="-"))
         m.submodules.bridge = ResetInserter(btn.i)(bridge)
         uart = platform.request("uart", 0, dir="-")

@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--pi", type=int, default=None,
                    help="input-channel lanes (one layer: the maximum; --accel: a power of two; default per board)")
     p.add_argument("--px", type=int, default=None, help="--accel only: pixel lanes, a power of two (default per board)")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="--accel on the ULX3S: clock the design from the ECP5 PLL at this frequency "
+                        "(default boards.accel_top.CLOCK_MHZ; 0 = the 25 MHz oscillator)")
     p.add_argument("--pe", choices=("shift", "mult"), default=None,
                    help="one-layer top only: PE kind of the layer engine (default shift)")
     p.add_argument("--system-tools", action="store_true",
@@ -42,6 +45,8 @@ def run(args):
         raise UserError("--pe picks the layer engine's PEs; the accelerator (--accel) has shift-add PEs only")
     if not accel and getattr(args, "px", None) is not None:
         raise UserError("--px sets the accelerator's pixel lanes: use it with --accel")
+    if not accel and getattr(args, "clock_mhz", None) is not None:
+        raise UserError("--clock-mhz sets the accelerator's PLL: use it with --accel")
     if not (build / "model.json").exists():
         raise UserError(f"no export in {build} (model.json missing): run `make export MODEL={build.name}` first")
     tools = "system" if args.system_tools else None
@@ -82,7 +87,8 @@ def _run_accel(args, build, board, tools):
 
     from boards.accel_top import build_bitstream
 
-    design = build_bitstream(build, board, seed=args.seed, po=args.po, pi=args.pi, px=args.px, tools=tools,
+    design = build_bitstream(build, board, seed=args.seed, po=args.po, pi=args.pi, px=args.px,
+                             clock_mhz=getattr(args, "clock_mhz", None), tools=tools,
                              log=lambda s: print(f"synth: {s[len('accel: '):] if s.startswith('accel: ') else s}",
                                                  flush=True))
     out = build / "synth-accel" / board.name
@@ -90,6 +96,7 @@ def _run_accel(args, build, board, tools):
     summary = (out / "summary.md").read_text()
     summary += (f"\nWhole-network accelerator `{design['model']}`: {design['PO']}x{design['PI']}x{design['PX']} "
                 f"PEs (PO x PI x PX), ~{design['cycles_estimate']} cycles per image (plan estimate), "
+                f"clock {design['clock_hz'] / 1e6:g} MHz{' (PLL)' if design['pll'] else ''}, "
                 f"design id {design['design_id']}"
                 f"{'; weights loaded at boot from ' + design['weight_image'] if design.get('weight_image') else ''}.\n")
     (out / "summary.md").write_text(summary)

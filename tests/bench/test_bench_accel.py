@@ -55,6 +55,16 @@ def test_figures_mac_bound_utilisation_images_per_s(tmp_path):
     assert "images_per_s_at_fmax" not in no_synth and "lut4" not in no_synth
 
 
+def test_a_pll_build_runs_at_the_pll_clock(tmp_path):
+    """With a PLL (design.json clock_hz) the bitstream's clock is the PLL's, not the
+    oscillator constraint nextpnr also reports."""
+    d = _util(tmp_path, fmax=62.0, clock=25.0)
+    (d / "design.json").write_text(json.dumps({"PO": 12, "PI": 4, "PX": 8, "clock_hz": 60e6, "pll": True}))
+    r = ba.figures(_Plan(), 4000, ba.synth_result("digitnet", "ulx3s-85f", root=tmp_path))
+    assert r["clock_mhz"] == 60.0 and r["pll"]
+    assert r["images_per_s_at_board_clock"] == 15000.0 and r["images_per_s_at_fmax"] == 15500.0
+
+
 def test_figures_flag_a_bitstream_of_another_pe_array(tmp_path):
     _util(tmp_path, pe=(12, 1, 4))
     r = ba.figures(_Plan(), 4000, ba.synth_result("digitnet", "ulx3s-85f", root=tmp_path))
