@@ -4,7 +4,7 @@ The stimulus is drawn as (sign, shift) term lists and signed values, plus raw te
 fields with the neg bit set and nz clear (a field the table never holds, which the
 ones'-complement rule must still count). The expected accumulator is the integer
 (sum_i value_i * w_i - neg bits) << 4*pass, wrapped to `acc_bits`, with the PE's
-`clear` / `en` table and, when `registered`, one clock later.
+`clear` / `en` table, `latency` clocks later (0, 1 registered, 2 split).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ async def dot_pe_matches_integers(dut):
     drv = DotPEDriver(dut, c)
     await drv.start()
     n, vb, T, ms = c["n"], c["value_bits"], c["terms"], c["max_shift"]
-    acc, pending, bad, checked = 0, None, [], 0
+    acc, pending, bad, checked = 0, [None] * c["latency"], [], 0
     for k in range(c["cycles"]):
         values = [rng.randrange(-(1 << (vb - 1)), 1 << (vb - 1)) for _ in range(n)]
         terms = [[(rng.choice((-1, 0, 1)), rng.randrange(ms + 1)) for _ in range(T)] for _ in range(n)]
@@ -76,8 +76,9 @@ async def dot_pe_matches_integers(dut):
         dot = (sum(v * w for v, w in zip(values, ws)) - negs) << (4 * pas)
         got = await drv.op(values, words, en, clear, pas)
         step = (en, clear, dot)
-        if c["registered"]:
-            step, pending = pending, step
+        if pending:
+            pending.append(step)
+            step = pending.pop(0)
         if step is not None:
             e, cl, p = step
             acc = _wrap((0 if cl else acc) + (p if e else 0), c["acc_bits"])

@@ -285,17 +285,23 @@ class ShiftAddDotPE(_PEBase):
     over the same activations (the accelerator's 8-bit first and last layers).
 
     With `registered` the (shifted) sum and en / clear go through a register first:
-    `acc` is updated one clock later than without (a shorter clock period).
+    `acc` is updated one clock later than without (a shorter clock period). With `split`
+    as well, the first level of the adder tree (pairs of terms) is registered too: one
+    clock more, and the term logic and the rest of the tree in separate clocks.
+    `latency` is the number of clocks from the inputs to the accumulator's update.
 
     Parameters: n (pairs), value_bits (signed decoded activations), terms, max_shift,
-    acc_bits, passes, registered. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
+    acc_bits, passes, registered, split. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
     words), en In(1), clear In(1), [pass_ In(range(passes))], acc Out(signed(acc_bits)).
     Model: `pe_dot_ones` (times 2**(4*pass_)).
     """
 
     def __init__(self, *, n: int, value_bits: int, terms: int, max_shift: int, acc_bits: int,
-                 passes: int = 1, registered: bool = False):
-        self.registered = registered
+                 passes: int = 1, registered: bool = False, split: bool = False):
+        if split and not (registered and n * terms >= 2):
+            raise ValueError("split needs registered and at least two terms")
+        self.registered, self.split = registered, split
+        self.latency = int(registered) + int(split)
         self._check(value_bits, acc_bits)
         self.n, self.value_bits, self.terms, self.max_shift = n, value_bits, terms, max_shift
         self.acc_bits, self.sb, self.passes = acc_bits, shift_bits(max_shift), passes
@@ -322,6 +328,8 @@ class ShiftAddDotPE(_PEBase):
         # balanced tree of two-input adders; `keep` stops yosys's alumacc from merging
         # them into one $macc (a LUT compressor tree, 2.5x the LUTs of the carry chains)
         level = 0
+        en, clear = self.en, self.clear
+        pass_ = self.pass_ if self.passes > 1 else None
         while len(parts) > 1:
             nxt = []
             for k in range(0, len(parts), 2):
@@ -333,18 +341,29 @@ class ShiftAddDotPE(_PEBase):
                 m.d.comb += s.eq(parts[k] + parts[k + 1])
                 nxt.append(s)
             parts, level = nxt, level + 1
+            if level == 1 and self.split:
+                regs = [Signal.like(x, name=f"{x.name}_r") for x in parts]
+                m.d.sync += [r.eq(x) for r, x in zip(regs, parts)]
+                parts = regs
+                en_s, clear_s = Signal(name="en_s"), Signal(name="clear_s")
+                m.d.sync += [en_s.eq(en), clear_s.eq(clear)]
+                en, clear = en_s, clear_s
+                if pass_ is not None:
+                    pass_s = Signal.like(pass_, name="pass_s")
+                    m.d.sync += pass_s.eq(pass_)
+                    pass_ = pass_s
         dot = parts[0]
         product = dot
         if self.passes > 1:
             product = Signal(signed(len(dot) + 4 * (self.passes - 1)), name="dot_shifted")
-            with m.Switch(self.pass_):
+            with m.Switch(pass_):
                 for q in range(self.passes):
                     with m.Case(q):
                         m.d.comb += product.eq(dot << (4 * q))
         if self.registered:
             prod_r = Signal.like(product, name="product_r")
             en_r, clear_r = Signal(), Signal()
-            m.d.sync += [prod_r.eq(product), en_r.eq(self.en), clear_r.eq(self.clear)]
+            m.d.sync += [prod_r.eq(product), en_r.eq(en), clear_r.eq(clear)]
             with m.If(clear_r):
                 m.d.sync += self.acc.eq(Mux(en_r, prod_r, 0))
             with m.Elif(en_r):

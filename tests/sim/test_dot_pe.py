@@ -8,6 +8,9 @@ from sim.runner import SIMULATORS, emit_verilog, run_test
 CONFIGS = {
     # the ULX3S array's PE: 4 input lanes, 2 terms, shifts <= 3, two passes, registered
     "pi4-t2-pass2-reg": dict(n=4, value_bits=9, terms=2, max_shift=3, acc_bits=16, passes=2, registered=True),
+    # the same with the first adder level registered (latency 2)
+    "pi4-t2-pass2-split": dict(n=4, value_bits=9, terms=2, max_shift=3, acc_bits=16, passes=2, registered=True,
+                               split=True),
     # the iCEBreaker's: one lane, not registered
     "pi1-t2": dict(n=1, value_bits=7, terms=2, max_shift=3, acc_bits=12, passes=1, registered=False),
 }
@@ -18,7 +21,7 @@ CONFIGS = {
 def test_dot_pe(sim, cfg):
     kw = CONFIGS[cfg]
     pe = ShiftAddDotPE(**kw)
-    case = dict(kw, sb=shift_bits(kw["max_shift"]), seed=3, cycles=1500)
+    case = dict(kw, sb=shift_bits(kw["max_shift"]), seed=3, cycles=1500, latency=pe.latency)
     r = run_test(emit_verilog(pe, "dot_pe"), "dot_pe", "sim.test_dot_pe", sim, case, tag=cfg)
     assert r["passed"], r
     assert r["checked"] == 1500   # small acc_bits: the accumulator wraps too, as the PE's does

@@ -56,6 +56,10 @@ __all__ = ["Accelerator", "descriptor_layout", "descriptor_records"]
 OPS = {"conv": 0, "maxpool": 1, "gap": 2, "shortcut": 3}
 MODES = {"int": 0, "identity": 1, "levels": 2}
 ACTS = {"none": 0, "clip": 1, "thresholds": 2}
+# the PEs: product register, and the first adder level registered too (`ShiftAddDotPE`
+# split): the term logic, the adder tree and the accumulator in three clocks
+PE_SPLIT = True
+PE_LATENCY = 2 if PE_SPLIT else 1
 
 
 _ubits = bits_unsigned
@@ -337,13 +341,25 @@ class Accelerator(wiring.Component):
         v1, first1, last1 = Signal(), Signal(), Signal()
         v2, first2, last2 = Signal(), Signal(), Signal()
         v3, first3, last3 = Signal(), Signal(), Signal()
-        v4, last4, lastc = Signal(), Signal(), Signal()
+        # the PEs take PE_LATENCY clocks from their inputs to the accumulator update:
+        # v3 / last3 delayed by that many (v4.., last4..), then lastc
+        lastc = Signal()
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), v3.eq(v2), first3.eq(first2),
-                     last3.eq(last2), v4.eq(v3), last4.eq(last3), lastc.eq(last4)]
+                     last3.eq(last2)]
+        vpe, lastpe = [v3], [last3]
+        for k in range(PE_LATENCY):
+            vk, lk = Signal(name=f"v{4 + k}"), Signal(name=f"last{4 + k}")
+            m.d.sync += [vk.eq(vpe[-1]), lk.eq(lastpe[-1])]
+            vpe.append(vk)
+            lastpe.append(lk)
+        m.d.sync += lastc.eq(lastpe[-1])
         last_step = Signal()
         m.d.comb += last_step.eq(t == d.S - 1)
         stall = Signal()
-        m.d.comb += stall.eq(last_step & (drain_busy | last1 | last2 | last3 | last4 | lastc))
+        in_flight = last1 | last2 | lastc
+        for lk in lastpe:
+            in_flight = in_flight | lk
+        m.d.comb += stall.eq(last_step & (drain_busy | in_flight))
         fire = Signal()
         m.d.comb += fire.eq(issuing & ~stall)
 
@@ -470,7 +486,8 @@ class Accelerator(wiring.Component):
         for o in range(PO):
             for j in range(PX):
                 pe = ShiftAddDotPE(n=PI, value_bits=VB, terms=TU, max_shift=MSU, acc_bits=ACC, passes=npass,
-                                   registered=True)
+                                   registered=True, split=PE_SPLIT)
+                assert pe.latency == PE_LATENCY
                 m.submodules[f"pe_{o}_{j}"] = pe
                 if npass > 1:
                     m.d.comb += pe.pass_.eq(ps_rr)
@@ -764,7 +781,7 @@ class Accelerator(wiring.Component):
         in_base, in_c, in_hw, in_hwp = p.tensor_layout["input"]
         wait = Signal(3)
         done = Signal()
-        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v2 & ~v3 & ~v4 & ~lastc & ~drain_busy &
+        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v2 & ~Cat(*vpe).any() & ~lastc & ~drain_busy &
                                                        ~r1_valid & ~r1b[0] & ~r1c_valid & ~ra_valid & ~rb_valid &
                                                        ~r2_valid)]
         in_wr = Signal()
