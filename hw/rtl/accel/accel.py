@@ -153,7 +153,9 @@ class _BankedMemory:
         self.nb, self.px, self.lg, self.width, self.name = nb, px, _log2(nb), width, name
         self.rp, self.wp = [], []
         for b in range(nb):
-            mem = Memory(shape=unsigned(width), depth=max(2, depth), init=[])
+            # block RAM even when shallow: the budget check counts banks as block RAM, and
+            # yosys put digitnet's 156-deep 12x4x8 banks in LUT RAM (1,280 LUTs) without it
+            mem = Memory(shape=unsigned(width), depth=max(2, depth), init=[], attrs={"ram_style": "block"})
             m.submodules[f"{name}{b}"] = mem
             self.wp.append(mem.write_port())
             self.rp.append(mem.read_port())
