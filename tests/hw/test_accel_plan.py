@@ -165,3 +165,32 @@ def test_weight_with_three_terms_in_one_shift_window_is_refused():
     with pytest.raises(PlanError, match=r"stem: a weight has 3 terms with shifts in \[0, 3\]") as e:
         make_plan(ir, po=4, words=words)
     assert "\n" not in str(e.value)
+
+
+def test_bias_holds_the_ones_the_pes_leave_out():
+    """Every conv channel's bias in the plan is the IR's bias plus mult times what its PE
+    accumulator lacks: the neg bits of its words in the weight memory, pass q counted
+    2^(4q) times (hw.rtl.pe.ShiftAddDotPE adds signed terms as ones' complements)."""
+    from hw.rtl.pe import neg_bits
+
+    ir = _export("resnet20")
+    p = make_plan(ir, po=12, pi=4, px=8)
+    seen = 0
+    for s in p.steps:
+        if s.op != "conv":
+            continue
+        rq = ir.node(s.name)["requant"]
+        bias, mult = np.asarray(ir.array(rq["bias"])), np.asarray(ir.array(rq["mult"]))
+        K = s.KH * s.KW
+        for o in range(s.O):
+            og, o_ = divmod(o, p.PO)
+            negs = 0
+            for t in range(s.CG * K * s.npass):
+                q = t % s.npass
+                mw = p.wmem[0][s.wbase + og * s.S + t]
+                lanes = [(mw >> ((o_ * p.PI + i) * PE_TW)) & ((1 << PE_TW) - 1) for i in range(p.PI)]
+                negs += neg_bits(lanes, PE_TERMS, PE_MAX_SHIFT) << (4 * q)
+            assert p.consts["bias"][s.cbase + o] == int(bias[o]) + negs * int(mult[o]), (s.name, o)
+            seen += negs > 0
+    assert seen > 100                   # most channels have negative terms
+    assert p.acc_bits == max(int(n["acc_bits"]) for n in ir.nodes if n["op"] in ("conv2d", "linear")) + 1
