@@ -233,7 +233,10 @@ class Accelerator(wiring.Component):
         drom = Memory(shape=self.layout, depth=max(2, nsteps), init=self.recs)
         m.submodules.drom = drom
         d_rp = drom.read_port()
-        d = d_rp.data
+        # the descriptor in flip-flops: its fields fan out to the whole sequencer, and the
+        # ROM may be block RAM (5.8 ns clock-to-out on the ECP5); LOAD waits two clocks
+        d = Signal(self.layout, name="desc")
+        m.d.sync += d.eq(d_rp.data)
         step = Signal(range(max(2, nsteps)))
         m.d.comb += [d_rp.addr.eq(step), self.step_idx.eq(step)]
 
@@ -358,7 +361,8 @@ class Accelerator(wiring.Component):
         last_step = Signal()
         m.d.comb += last_step.eq(t == d.S - 1)
         stall = Signal()
-        in_flight = last1 | last2 | lastc
+        last0 = Signal()                # the issue registered (stage 0r, below)
+        in_flight = last0 | last1 | last2 | lastc
         for lk in lastpe:
             in_flight = in_flight | lk
         m.d.comb += stall.eq(last_step & (drain_busy | in_flight))
@@ -383,27 +387,42 @@ class Accelerator(wiring.Component):
             si = Signal(AW, name=f"wstart{i}")
             m.d.comb += si.eq(wstart + d[f"ioff{i}"])
             starts.append(si)
-        window = lane_mem.window_read(starts)
+        # stage 0r: the issue (window starts, weight row, lane flags) into flip-flops, so
+        # the counters' sums and the banks' address logic are in separate clocks
+        fire0, first0 = Signal(), Signal()
+        m.d.sync += [fire0.eq(fire), first0.eq(fire & (t == 0)), last0.eq(fire & last_step)]
+        starts_r = [Signal(AW, name=f"wstart_r{i}") for i in range(PI)]
+        m.d.sync += [a.eq(b) for a, b in zip(starts_r, starts)]
+        wrow_r = Signal.like(wrow, name="wrow_r")
+        m.d.sync += wrow_r.eq(wrow + t)
+        ok0 = [Signal(name=f"ok0_{j}") for j in range(PX)]
+        pv0 = [Signal(name=f"pv0_{j}") for j in range(PX)]
+        ps0 = Signal.like(ps, name="ps0")
+        grp_pix0 = Signal(AW + 1)
+        grp_ch0, grp_out0 = Signal.like(og_ch), Signal.like(og_out)
+        m.d.sync += [a.eq(b) for a, b in zip(ok0, lane_ok)] + [a.eq(b) for a, b in zip(pv0, pixok)]
+        m.d.sync += [ps0.eq(ps), grp_pix0.eq(lanes[0]["pix"]), grp_ch0.eq(og_ch), grp_out0.eq(og_out)]
+        window = lane_mem.window_read(starts_r)
         for f, (rp, addr) in enumerate(wrps):
             if p.weights_loaded:
-                m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow + t))
+                m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow_r))
             else:
-                m.d.comb += addr.eq(wrow + t)
+                m.d.comb += addr.eq(wrow_r)
 
         # pipeline stage 1 (data from the memories) and 2 (accumulators updated)
         ok1 = [Signal(name=f"ok1_{j}") for j in range(PX)]
         pv1 = [Signal(name=f"pv1_{j}") for j in range(PX)]
         grp_pix1 = Signal(AW + 1)
         grp_ch1, grp_out1 = Signal.like(og_ch), Signal.like(og_out)
-        m.d.sync += [v1.eq(fire), first1.eq(fire & (t == 0)), last1.eq(fire & last_step)]
+        m.d.sync += [v1.eq(fire0), first1.eq(first0), last1.eq(last0)]
         ps1 = Signal.like(ps)
         ok2 = [Signal(name=f"ok2_{j}") for j in range(PX)]
         m.d.sync += [a.eq(b) for a, b in zip(ok2, ok1)]
-        with m.If(fire):
-            m.d.sync += [o.eq(k) for o, k in zip(ok1, lane_ok)] + [ps1.eq(ps)]
-            with m.If(last_step):
-                m.d.sync += [a.eq(b) for a, b in zip(pv1, pixok)]
-                m.d.sync += [grp_pix1.eq(lanes[0]["pix"]), grp_ch1.eq(og_ch), grp_out1.eq(og_out)]
+        with m.If(fire0):
+            m.d.sync += [o.eq(k) for o, k in zip(ok1, ok0)] + [ps1.eq(ps0)]
+            with m.If(last0):
+                m.d.sync += [a.eq(b) for a, b in zip(pv1, pv0)]
+                m.d.sync += [grp_pix1.eq(grp_pix0), grp_ch1.eq(grp_ch0), grp_out1.eq(grp_out0)]
 
         with m.If(conv_go):
             m.d.sync += [issuing.eq(1), og.eq(0), pg.eq(0), t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0),
@@ -783,7 +802,7 @@ class Accelerator(wiring.Component):
         in_base, in_c, in_hw, in_hwp = p.tensor_layout["input"]
         wait = Signal(3)
         done = Signal()
-        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~v1 & ~v2 & ~Cat(*vpe).any() & ~lastc & ~drain_busy &
+        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~fire0 & ~v1 & ~v2 & ~Cat(*vpe).any() & ~lastc & ~drain_busy &
                                                        ~r1_valid & ~r1b[0] & ~r1c_valid & ~ra_valid & ~rb_valid &
                                                        ~r2_valid)]
         in_wr = Signal()
@@ -808,7 +827,10 @@ class Accelerator(wiring.Component):
                     with m.If(in_cnt == p.n_in - 1):
                         m.d.sync += [in_cnt.eq(0), in_pix.eq(0), in_cb.eq(0), step.eq(0), wait.eq(0)]
                         m.next = "LOAD"
-            with m.State("LOAD"):          # descriptor read (one clock)
+            with m.State("LOAD"):          # descriptor read (one clock), then into `desc`
+                m.d.comb += [running.eq(1), self.busy.eq(1)]
+                m.next = "LOAD2"
+            with m.State("LOAD2"):
                 m.d.comb += [running.eq(1), self.busy.eq(1)]
                 m.next = "GO"
             with m.State("GO"):
