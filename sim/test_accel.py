@@ -17,6 +17,9 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from sim.runner import load_case, write_report
 
+# clocks from dbg_addr to dbg_data: the aux copy's bank address register, then its read
+DBG_LATENCY = 2
+
 
 def _signed(v, bits):
     v &= (1 << bits) - 1
@@ -73,18 +76,16 @@ class AccelDriver:
 
     async def read_act(self, segments):
         """The activation words of `segments` ([start, count] each, one per channel) through
-        the debug port (pipelined: an address per clock, its word the next clock)."""
+        the debug port (pipelined: an address per clock, its word DBG_LATENCY clocks later)."""
         d = self.dut
         addrs = [a + k for a, n in segments for k in range(n)]
         out = []
-        if not addrs:
-            return out
-        d.dbg_addr.value = addrs[0]
-        for k in range(len(addrs)):
+        for k in range(len(addrs) + DBG_LATENCY - 1 if addrs else 0):
+            if k < len(addrs):
+                d.dbg_addr.value = addrs[k]
             await FallingEdge(d.clk)
-            out.append(int(d.dbg_data.value))
-            if k + 1 < len(addrs):
-                d.dbg_addr.value = addrs[k + 1]
+            if k >= DBG_LATENCY - 1:
+                out.append(int(d.dbg_data.value))
         return out
 
     async def wait_event(self, timeout_ns):

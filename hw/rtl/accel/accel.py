@@ -29,7 +29,7 @@ Organisation (one design for every network; the plan sizes it):
 - **Weights**: one memory per weight format (T, max_shift) holding the export's table
   words; the PEs see them converted to the widest format.
 - **Debug**: with `step_mode` the sequencer pauses after every step (`paused`,
-  `step_idx`); `dbg_addr` -> `dbg_data` (one clock later) reads the activation memory
+  `step_idx`); `dbg_addr` -> `dbg_data` (two clocks later) reads the activation memory
   while paused or done; `resume` continues.
 
 Interface: `in_valid/in_ready/in_data` (plan.n_in input ints, [C][H][W] order; the run
@@ -144,13 +144,16 @@ class _BankedMemory:
     a // NB. `window_read(starts)` issues one read per bank for up to PI windows of PX
     consecutive elements (window i starting at starts[i], which the layout puts i*PX
     banks after starts[0]) or one window of NB elements (one start). The banks' outputs
-    go straight into flip-flops (a block RAM's clock-to-out is 5.8 ns on the ECP5), so
-    the rotated elements arrive two clocks after the addresses; `first_now` is element 0
-    of the window one clock after (unregistered: the debug port). `write` stores up to
-    PX consecutive elements."""
+    go straight into flip-flops (a block RAM's clock-to-out is 5.8 ns on the ECP5), and
+    so do the banks' read addresses (the banks spread over the device: the address logic
+    and the block RAM are a long route apart), so the rotated elements arrive three
+    clocks after the starts (`latency`); `first_now` is element 0 of the window two
+    clocks after (unregistered: the debug port). `write` stores up to PX consecutive
+    elements, its per-bank address, data and enable registered (one clock later)."""
 
     def __init__(self, m, name, nb, px, depth, width):
         self.nb, self.px, self.lg, self.width, self.name = nb, px, _log2(nb), width, name
+        self.latency = 3
         self.rp, self.wp = [], []
         for b in range(nb):
             # block RAM even when shallow: the budget check counts banks as block RAM, and
@@ -160,6 +163,7 @@ class _BankedMemory:
             self.wp.append(mem.write_port())
             self.rp.append(mem.read_port())
         self.m = m
+        self.rot0 = Signal(max(1, self.lg), name=f"{name}_rot0")
         self.rot = Signal(max(1, self.lg), name=f"{name}_rot")
         self.rot2 = Signal(max(1, self.lg), name=f"{name}_rot2")
 
@@ -175,11 +179,13 @@ class _BankedMemory:
                 s = Array(starts)[k >> _log2(self.px)]
             hi = s >> lg if lg else s
             carry = (s[:lg] > b) if lg else 0
-            m.d.comb += self.rp[b].addr.eq(hi + carry)
+            ra = Signal.like(self.rp[b].addr, name=f"{self.name}_ra{b}")
+            m.d.sync += ra.eq(hi + carry)
+            m.d.comb += self.rp[b].addr.eq(ra)
         raw = [Signal(self.width, name=f"{self.name}_raw{b}") for b in range(nb)]
         m.d.sync += [r.eq(rp.data) for r, rp in zip(raw, self.rp)]
         if lg:
-            m.d.sync += [self.rot.eq(b0[:lg]), self.rot2.eq(self.rot)]
+            m.d.sync += [self.rot0.eq(b0[:lg]), self.rot.eq(self.rot0), self.rot2.eq(self.rot)]
             self.first_now = Array([rp.data for rp in self.rp])[self.rot]
             return _rotate(m, raw, self.rot2, self.width, name=f"{self.name}_rd")
         self.first_now = self.rp[0].data
@@ -193,8 +199,11 @@ class _BankedMemory:
         hi = addr >> lg if lg else addr
         for b in range(nb):
             carry = (addr[:lg] > b) if lg else 0
-            m.d.comb += [self.wp[b].addr.eq(hi + carry), self.wp[b].data.eq(rot[b][:self.width]),
-                         self.wp[b].en.eq(en & rot[b][self.width])]
+            wa = Signal.like(self.wp[b].addr, name=f"{self.name}_wa{b}")
+            wd = Signal.like(self.wp[b].data, name=f"{self.name}_wd{b}")
+            we = Signal(name=f"{self.name}_we{b}")
+            m.d.sync += [wa.eq(hi + carry), wd.eq(rot[b][:self.width]), we.eq(en & rot[b][self.width])]
+            m.d.comb += [self.wp[b].addr.eq(wa), self.wp[b].data.eq(wd), self.wp[b].en.eq(we)]
 
 
 class Accelerator(wiring.Component):
@@ -361,8 +370,8 @@ class Accelerator(wiring.Component):
         last_step = Signal()
         m.d.comb += last_step.eq(t == d.S - 1)
         stall = Signal()
-        last0 = Signal()                # the issue registered (stage 0r, below)
-        in_flight = last0 | last1 | last2 | lastc
+        last0, last00 = Signal(), Signal()   # the issue registered (stages 0r, 0rr, below)
+        in_flight = last0 | last00 | last1 | last2 | lastc
         for lk in lastpe:
             in_flight = in_flight | lk
         m.d.comb += stall.eq(last_step & (drain_busy | in_flight))
@@ -403,26 +412,39 @@ class Accelerator(wiring.Component):
         m.d.sync += [a.eq(b) for a, b in zip(ok0, lane_ok)] + [a.eq(b) for a, b in zip(pv0, pixok)]
         m.d.sync += [ps0.eq(ps), grp_pix0.eq(lanes[0]["pix"]), grp_ch0.eq(og_ch), grp_out0.eq(og_out)]
         window = lane_mem.window_read(starts_r)
+        # stage 0rr: the banks' addresses in their flip-flops (lane_mem.latency); the weight
+        # row waits there too, and the issue's flags with it
+        wrow_rr = Signal.like(wrow, name="wrow_rr")
+        m.d.sync += wrow_rr.eq(wrow_r)
         for f, (rp, addr) in enumerate(wrps):
             if p.weights_loaded:
-                m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow_r))
+                m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow_rr))
             else:
-                m.d.comb += addr.eq(wrow_r)
+                m.d.comb += addr.eq(wrow_rr)
+        fire00, first00 = Signal(), Signal()
+        m.d.sync += [fire00.eq(fire0), first00.eq(first0), last00.eq(last0)]
+        ok00 = [Signal(name=f"ok00_{j}") for j in range(PX)]
+        pv00 = [Signal(name=f"pv00_{j}") for j in range(PX)]
+        ps00 = Signal.like(ps, name="ps00")
+        grp_pix00 = Signal.like(grp_pix0)
+        grp_ch00, grp_out00 = Signal.like(og_ch), Signal.like(og_out)
+        m.d.sync += [a.eq(b) for a, b in zip(ok00, ok0)] + [a.eq(b) for a, b in zip(pv00, pv0)]
+        m.d.sync += [ps00.eq(ps0), grp_pix00.eq(grp_pix0), grp_ch00.eq(grp_ch0), grp_out00.eq(grp_out0)]
 
         # pipeline stage 1 (data from the memories) and 2 (accumulators updated)
         ok1 = [Signal(name=f"ok1_{j}") for j in range(PX)]
         pv1 = [Signal(name=f"pv1_{j}") for j in range(PX)]
         grp_pix1 = Signal(AW + 1)
         grp_ch1, grp_out1 = Signal.like(og_ch), Signal.like(og_out)
-        m.d.sync += [v1.eq(fire0), first1.eq(first0), last1.eq(last0)]
+        m.d.sync += [v1.eq(fire00), first1.eq(first00), last1.eq(last00)]
         ps1 = Signal.like(ps)
         ok2 = [Signal(name=f"ok2_{j}") for j in range(PX)]
         m.d.sync += [a.eq(b) for a, b in zip(ok2, ok1)]
-        with m.If(fire0):
-            m.d.sync += [o.eq(k) for o, k in zip(ok1, ok0)] + [ps1.eq(ps0)]
-            with m.If(last0):
-                m.d.sync += [a.eq(b) for a, b in zip(pv1, pv0)]
-                m.d.sync += [grp_pix1.eq(grp_pix0), grp_ch1.eq(grp_ch0), grp_out1.eq(grp_out0)]
+        with m.If(fire00):
+            m.d.sync += [o.eq(k) for o, k in zip(ok1, ok00)] + [ps1.eq(ps00)]
+            with m.If(last00):
+                m.d.sync += [a.eq(b) for a, b in zip(pv1, pv00)]
+                m.d.sync += [grp_pix1.eq(grp_pix00), grp_ch1.eq(grp_ch00), grp_out1.eq(grp_out00)]
 
         with m.If(conv_go):
             m.d.sync += [issuing.eq(1), og.eq(0), pg.eq(0), t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0),
@@ -572,11 +594,17 @@ class Accelerator(wiring.Component):
         with m.Else():
             m.d.comb += maddr.eq(d.in_base + mcb + mrb + mcc + mkoff)
         sc_zero = Signal()            # shortcut: this output channel is a zero channel
-        m.d.sync += [m1.eq(mrd), mvalid1.eq(mvalid_src)] + [a.eq(b) for a, b in zip(mlv1, mlv)]
-        # the aux copy's data arrive two clocks after the read (registered bank outputs)
+        # stage p: the aux copy's bank addresses are registered (aux_mem.latency)
+        mp, mvalidp, mfirstp, mlastp = Signal(), Signal(), Signal(), Signal()
+        mlvp = [Signal(name=f"mlvp_{j}") for j in range(PX)]
+        mchp, mwap = Signal.like(mch1), Signal.like(mwa1)
+        m.d.sync += [mp.eq(mrd), mvalidp.eq(mvalid_src)] + [a.eq(b) for a, b in zip(mlvp, mlv)]
+        m.d.sync += [m1.eq(mp), mvalid1.eq(mvalidp)] + [a.eq(b) for a, b in zip(mlv1, mlvp)]
+        # the aux copy's data arrive three clocks after the read (registered bank addresses
+        # and outputs)
         m2, mfirst2, mlast2, mvalid2 = Signal(), Signal(), Signal(), Signal()
         mlv2 = [Signal(name=f"mlv2_{j}") for j in range(PX)]
-        m.d.comb += misc_idle.eq((mstate == 0) & ~m1 & ~m2)
+        m.d.comb += misc_idle.eq((mstate == 0) & ~mp & ~m1 & ~m2)
 
         def next_output_row(channel_end):
             """maxpool / shortcut: the next output row, or the next channel after the last
@@ -643,8 +671,9 @@ class Accelerator(wiring.Component):
             m.d.sync += sc_zero.eq(srcoff < 0)
 
         # misc stage 1: data arrived
-        m.d.sync += [mfirst1.eq(mfirst), mlast1.eq(mlast), mch1.eq(mc),
-                     mwa1.eq(Mux(d.op == OPS["gap"], mob, mob + mopix))]
+        m.d.sync += [mfirstp.eq(mfirst), mlastp.eq(mlast), mchp.eq(mc),
+                     mwap.eq(Mux(d.op == OPS["gap"], mob, mob + mopix))]
+        m.d.sync += [mfirst1.eq(mfirstp), mlast1.eq(mlastp), mch1.eq(mchp), mwa1.eq(mwap)]
         mch2, mwa2 = Signal.like(mch1), Signal.like(mwa1)
         m.d.sync += [m2.eq(m1), mfirst2.eq(mfirst1), mlast2.eq(mlast1), mvalid2.eq(mvalid1), mch2.eq(mch1),
                      mwa2.eq(mwa1)] + [a.eq(b) for a, b in zip(mlv2, mlv1)]
@@ -733,11 +762,12 @@ class Accelerator(wiring.Component):
             m.d.sync += [a.eq(b) for a, b in zip(out, sigs)]
             return out
         r1b = delayed([r1_valid, r1_off, r1_ch] + r1_acc + r1_pv, "b")
-        r1c = delayed(r1b, "c")
+        r1b2 = delayed(r1b, "b2")       # the aux copy's registered bank addresses
+        r1c = delayed(r1b2, "c")
         r1c_valid, r1c_off, r1c_ch = r1c[:3]
         r1c_acc, r1c_pv = r1c[3:3 + PX], r1c[3 + PX:]
         cb = delayed([crp["mult"].data, crp["rmult"].data, crp["bias"].data], "b")
-        c_mult, c_rmult, c_bias = delayed(cb, "c")
+        c_mult, c_rmult, c_bias = delayed(delayed(cb, "b2"), "c")
         ra_valid, ra_off, ra_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
         ra_pv = [Signal(name=f"ra_pv{j}") for j in range(PX)]
         m.d.sync += [ra_valid.eq(r1c_valid), ra_off.eq(r1c_off), ra_ch.eq(r1c_ch)] + \
@@ -802,8 +832,8 @@ class Accelerator(wiring.Component):
         in_base, in_c, in_hw, in_hwp = p.tensor_layout["input"]
         wait = Signal(3)
         done = Signal()
-        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~fire0 & ~v1 & ~v2 & ~Cat(*vpe).any() & ~lastc & ~drain_busy &
-                                                       ~r1_valid & ~r1b[0] & ~r1c_valid & ~ra_valid & ~rb_valid &
+        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~fire0 & ~fire00 & ~v1 & ~v2 & ~Cat(*vpe).any() & ~lastc & ~drain_busy &
+                                                       ~r1_valid & ~r1b[0] & ~r1b2[0] & ~r1c_valid & ~ra_valid & ~rb_valid &
                                                        ~r2_valid)]
         in_wr = Signal()
         with m.FSM():
