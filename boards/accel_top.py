@@ -44,7 +44,9 @@ from shiftq.errors import UserError
 
 # make_plan keyword arguments per board (the PE array; see docs/accelerator.md for why)
 PARALLELISM = {
-    "icebreaker": dict(po=4, px=1, weights_loaded=True),   # weights in SPRAM, written at boot from flash
+    # weights in SPRAM, written at boot from flash; no deep pipeline (its ~600 flip-flops
+    # would not fit the UP5K's 5,280 logic cells, and 12 MHz does not need them)
+    "icebreaker": dict(po=4, px=1, weights_loaded=True, deep_pipeline=False),
     # 12 x 4 x 4 = 192 MACs per clock: about half the 85F's LUTs (ResNet-20: 42,496 LUT4,
     # 54.4 MHz). 12 x 4 x 8 placed ResNet-20 at 97% of the LUTs and did not route in 40 min;
     # digitnet's shallow banks went to LUT RAM and took 106% (docs/accelerator.md)

@@ -17,8 +17,6 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from sim.runner import load_case, write_report
 
-# clocks from dbg_addr to dbg_data: the aux copy's bank address register, then its read
-DBG_LATENCY = 2
 
 
 def _signed(v, bits):
@@ -76,15 +74,16 @@ class AccelDriver:
 
     async def read_act(self, segments):
         """The activation words of `segments` ([start, count] each, one per channel) through
-        the debug port (pipelined: an address per clock, its word DBG_LATENCY clocks later)."""
+        the debug port (pipelined: an address per clock, its word case["dbg_latency"] clocks later)."""
         d = self.dut
         addrs = [a + k for a, n in segments for k in range(n)]
         out = []
-        for k in range(len(addrs) + DBG_LATENCY - 1 if addrs else 0):
+        lat = self.c["dbg_latency"]
+        for k in range(len(addrs) + lat - 1 if addrs else 0):
             if k < len(addrs):
                 d.dbg_addr.value = addrs[k]
             await FallingEdge(d.clk)
-            if k >= DBG_LATENCY - 1:
+            if k >= lat - 1:
                 out.append(int(d.dbg_data.value))
         return out
 

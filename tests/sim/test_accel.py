@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from boards import accel_top
 from hw.golden import quantize_input, run as golden_run
 from hw.ir import load
 from hw.rtl.accel.check import check_accel, load_words
@@ -78,9 +79,10 @@ def test_accel_digitnet_verilator_every_layer():
 
 
 def test_accel_digitnet_weights_loaded_at_boot():
-    """Weights written through wl_* before the first image (the iCEBreaker's SPRAM, filled
-    by boards/flash_loader.py from the SPI flash): same results."""
-    _check(_digitnet("verilator", 1, po=4, px=1, weights_loaded=True))
+    """The iCEBreaker's plan: weights written through wl_* before the first image (its
+    SPRAM, filled by boards/flash_loader.py from the SPI flash), no deep pipeline (the
+    default suite's other runs have it): same results."""
+    _check(_digitnet("verilator", 1, **accel_top.PARALLELISM["icebreaker"]))
 
 
 def test_accel_corrupted_table_is_caught():

@@ -29,7 +29,7 @@ Organisation (one design for every network; the plan sizes it):
 - **Weights**: one memory per weight format (T, max_shift) holding the export's table
   words; the PEs see them converted to the widest format.
 - **Debug**: with `step_mode` the sequencer pauses after every step (`paused`,
-  `step_idx`); `dbg_addr` -> `dbg_data` (two clocks later) reads the activation memory
+  `step_idx`); `dbg_addr` -> `dbg_data` (three clocks later) reads the activation memory
   while paused or done; `resume` continues.
 
 Interface: `in_valid/in_ready/in_data` (plan.n_in input ints, [C][H][W] order; the run
@@ -51,7 +51,7 @@ from hw.rtl.pe import ShiftAddDotPE, shift_bits
 
 from .plan import Plan
 
-__all__ = ["Accelerator", "descriptor_layout", "descriptor_records"]
+__all__ = ["Accelerator", "dbg_latency", "descriptor_layout", "descriptor_records"]
 
 OPS = {"conv": 0, "maxpool": 1, "gap": 2, "shortcut": 3}
 MODES = {"int": 0, "identity": 1, "levels": 2}
@@ -147,13 +147,16 @@ class _BankedMemory:
     go straight into flip-flops (a block RAM's clock-to-out is 5.8 ns on the ECP5), and
     so do the banks' read addresses (the banks spread over the device: the address logic
     and the block RAM are a long route apart), so the rotated elements arrive three
-    clocks after the starts (`latency`); `first_now` is element 0 of the window two
-    clocks after (unregistered: the debug port). `write` stores up to PX consecutive
-    elements, its per-bank address, data and enable registered (one clock later)."""
+    clocks after the starts (`latency`), four with `out_reg` (the rotated window in
+    flip-flops too: the aux copy's consumers add and compare right after it);
+    `first_now` is element 0 of the window two clocks after (unregistered: the debug
+    port). `write` stores up to PX consecutive elements, its per-bank address, data and
+    enable registered (one clock later)."""
 
-    def __init__(self, m, name, nb, px, depth, width):
+    def __init__(self, m, name, nb, px, depth, width, out_reg=False):
         self.nb, self.px, self.lg, self.width, self.name = nb, px, _log2(nb), width, name
-        self.latency = 3
+        self.out_reg = out_reg
+        self.latency = 3 + int(out_reg)
         self.rp, self.wp = [], []
         for b in range(nb):
             # block RAM even when shallow: the budget check counts banks as block RAM, and
@@ -187,9 +190,15 @@ class _BankedMemory:
         if lg:
             m.d.sync += [self.rot0.eq(b0[:lg]), self.rot.eq(self.rot0), self.rot2.eq(self.rot)]
             self.first_now = Array([rp.data for rp in self.rp])[self.rot]
-            return _rotate(m, raw, self.rot2, self.width, name=f"{self.name}_rd")
-        self.first_now = self.rp[0].data
-        return raw
+            out = _rotate(m, raw, self.rot2, self.width, name=f"{self.name}_rd")
+        else:
+            self.first_now = self.rp[0].data
+            out = raw
+        if not self.out_reg:
+            return out
+        regs = [Signal(self.width, name=f"{self.name}_win{b}") for b in range(nb)]
+        m.d.sync += [r.eq(o) for r, o in zip(regs, out)]
+        return regs
 
     def write(self, en, addr, elems, valid):
         """elems / valid: lists of PX data Values and 1-bit valids (element addr + L)."""
@@ -204,6 +213,12 @@ class _BankedMemory:
             we = Signal(name=f"{self.name}_we{b}")
             m.d.sync += [wa.eq(hi + carry), wd.eq(rot[b][:self.width]), we.eq(en & rot[b][self.width])]
             m.d.comb += [self.wp[b].addr.eq(wa), self.wp[b].data.eq(wd), self.wp[b].en.eq(we)]
+
+
+def dbg_latency(plan) -> int:
+    """Clocks from `dbg_addr` to `dbg_data`: the aux copy's bank address register and its
+    read, and the aux start register of a deep pipeline."""
+    return 2 + int(plan.deep_pipeline)
 
 
 class Accelerator(wiring.Component):
@@ -236,6 +251,15 @@ class Accelerator(wiring.Component):
         MSU = max(s for _, s in p.wformats) if p.wformats else 0
         SBU = shift_bits(MSU)
         nsteps = len(p.steps)
+        deep = p.deep_pipeline
+
+        def stage(sigs, tag, on=True):
+            """`sigs` one clock later (registered copies), or the signals themselves if not `on`."""
+            if not on:
+                return list(sigs)
+            out = [Signal(x.shape(), name=f"{tag}_{k}") for k, x in enumerate(sigs)]
+            m.d.sync += [a.eq(b) for a, b in zip(out, sigs)]
+            return out
         strides = sorted({s.stride for s in p.steps if s.op == "conv" and s.rowmode} | {1})
 
         # ---------------------------------------------------------------- memories
@@ -249,8 +273,8 @@ class Accelerator(wiring.Component):
         step = Signal(range(max(2, nsteps)))
         m.d.comb += [d_rp.addr.eq(step), self.step_idx.eq(step)]
 
-        lane_mem = _BankedMemory(m, "act", NB, PX, p.bank_depth, A)    # the PE array's reads
-        aux_mem = _BankedMemory(m, "aux", NB, PX, p.bank_depth, A)     # residual, misc, debug
+        lane_mem = _BankedMemory(m, "act", NB, PX, p.bank_depth, A, out_reg=deep)  # the PE array's reads
+        aux_mem = _BankedMemory(m, "aux", NB, PX, p.bank_depth, A, out_reg=deep)  # residual, misc, debug
 
         wrps = []
         for f, words in enumerate(p.wmem):
@@ -307,8 +331,13 @@ class Accelerator(wiring.Component):
         wr_addr = Signal(AW)
         wr_data = [Signal(A, name=f"wr_data{j}") for j in range(PX)]
         wr_valid = [Signal(name=f"wr_valid{j}") for j in range(PX)]
+        # deep: registered before the banks' rotation and address logic (the sources' sums
+        # are in front of it)
+        wr_bus = stage([wr_en, wr_addr] + wr_data + wr_valid, "wr_bus", deep)
+        wr_en_r, wr_addr_r = wr_bus[:2]
+        wr_data_r, wr_valid_r = wr_bus[2:2 + PX], wr_bus[2 + PX:]
         for mem in (lane_mem, aux_mem):
-            mem.write(wr_en, wr_addr, wr_data, wr_valid)
+            mem.write(wr_en_r, wr_addr_r, wr_data_r, wr_valid_r)
 
         # ---------------------------------------------------------------- top FSM signals
         cyc = Signal(32)
@@ -358,7 +387,9 @@ class Accelerator(wiring.Component):
         # the PEs take PE_LATENCY clocks from their inputs to the accumulator update:
         # v3 / last3 delayed by that many (v4.., last4..), then lastc
         lastc = Signal()
-        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), v3.eq(v2), first3.eq(first2),
+        # deep: the rotated window in flip-flops (lane_mem out_reg), one clock more
+        v1b, first1b, last1b = stage([v1, first1, last1], "v1b", deep)
+        m.d.sync += [v2.eq(v1b), first2.eq(first1b), last2.eq(last1b), v3.eq(v2), first3.eq(first2),
                      last3.eq(last2)]
         vpe, lastpe = [v3], [last3]
         for k in range(PE_LATENCY):
@@ -371,7 +402,7 @@ class Accelerator(wiring.Component):
         m.d.comb += last_step.eq(t == d.S - 1)
         stall = Signal()
         last0, last00 = Signal(), Signal()   # the issue registered (stages 0r, 0rr, below)
-        in_flight = last0 | last00 | last1 | last2 | lastc
+        in_flight = last0 | last00 | last1 | last1b | last2 | lastc
         for lk in lastpe:
             in_flight = in_flight | lk
         m.d.comb += stall.eq(last_step & (drain_busy | in_flight))
@@ -416,11 +447,12 @@ class Accelerator(wiring.Component):
         # row waits there too, and the issue's flags with it
         wrow_rr = Signal.like(wrow, name="wrow_rr")
         m.d.sync += wrow_rr.eq(wrow_r)
+        wrow_rrr, = stage([wrow_rr], "wrow_rrr", deep)     # deep: the window's register
         for f, (rp, addr) in enumerate(wrps):
             if p.weights_loaded:
-                m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow_rr))
+                m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow_rrr))
             else:
-                m.d.comb += addr.eq(wrow_rr)
+                m.d.comb += addr.eq(wrow_rrr)
         fire00, first00 = Signal(), Signal()
         m.d.sync += [fire00.eq(fire0), first00.eq(first0), last00.eq(last0)]
         ok00 = [Signal(name=f"ok00_{j}") for j in range(PX)]
@@ -438,8 +470,9 @@ class Accelerator(wiring.Component):
         grp_ch1, grp_out1 = Signal.like(og_ch), Signal.like(og_out)
         m.d.sync += [v1.eq(fire00), first1.eq(first00), last1.eq(last00)]
         ps1 = Signal.like(ps)
+        ok1b = stage(ok1, "ok1b", deep)
         ok2 = [Signal(name=f"ok2_{j}") for j in range(PX)]
-        m.d.sync += [a.eq(b) for a, b in zip(ok2, ok1)]
+        m.d.sync += [a.eq(b) for a, b in zip(ok2, ok1b)]
         with m.If(fire00):
             m.d.sync += [o.eq(k) for o, k in zip(ok1, ok00)] + [ps1.eq(ps00)]
             with m.If(last00):
@@ -525,6 +558,7 @@ class Accelerator(wiring.Component):
         m.d.sync += [wsel_rr[o][i].eq(wsel_r[o][i]) for o in range(PO) for i in range(PI)]
         ps_r, ps_rr = Signal.like(ps), Signal.like(ps)
         m.d.sync += [ps_r.eq(ps1), ps_rr.eq(ps_r)]
+        ps_rrr, = stage([ps_rr], "ps_rrr", deep)
         pes = [[None] * PX for _ in range(PO)]
         for o in range(PO):
             for j in range(PX):
@@ -533,7 +567,7 @@ class Accelerator(wiring.Component):
                 assert pe.latency == PE_LATENCY
                 m.submodules[f"pe_{o}_{j}"] = pe
                 if npass > 1:
-                    m.d.comb += pe.pass_.eq(ps_rr)
+                    m.d.comb += pe.pass_.eq(ps_rrr)
                 m.d.comb += [pe.act[i].eq(values_r[i][j]) for i in range(PI)]
                 m.d.comb += [pe.weight[i].eq(wsel_rr[o][i]) for i in range(PI)]
                 m.d.comb += [pe.en.eq(v3), pe.clear.eq(first3)]
@@ -580,11 +614,7 @@ class Accelerator(wiring.Component):
         mrd = Signal()                # a read issued this clock
         mfirst, mlast = Signal(), Signal()
         mvalid_src = Signal()
-        m1, mfirst1, mlast1, mvalid1 = Signal(), Signal(), Signal(), Signal()
         mlv = [Signal(name=f"mlv{j}") for j in range(PX)]     # lanes of this clock's read
-        mlv1 = [Signal(name=f"mlv1_{j}") for j in range(PX)]
-        mwa1 = Signal(AW + 1)         # the output offset of the element read this clock
-        mch1 = Signal.like(mc)
 
         maddr = Signal(AW + 1)
         m.d.comb += src_rp.addr.eq(d.src_base + mc)
@@ -594,17 +624,28 @@ class Accelerator(wiring.Component):
         with m.Else():
             m.d.comb += maddr.eq(d.in_base + mcb + mrb + mcc + mkoff)
         sc_zero = Signal()            # shortcut: this output channel is a zero channel
-        # stage p: the aux copy's bank addresses are registered (aux_mem.latency)
-        mp, mvalidp, mfirstp, mlastp = Signal(), Signal(), Signal(), Signal()
-        mlvp = [Signal(name=f"mlvp_{j}") for j in range(PX)]
-        mchp, mwap = Signal.like(mch1), Signal.like(mwa1)
-        m.d.sync += [mp.eq(mrd), mvalidp.eq(mvalid_src)] + [a.eq(b) for a, b in zip(mlvp, mlv)]
-        m.d.sync += [m1.eq(mp), mvalid1.eq(mvalidp)] + [a.eq(b) for a, b in zip(mlv1, mlvp)]
-        # the aux copy's data arrive three clocks after the read (registered bank addresses
-        # and outputs)
-        m2, mfirst2, mlast2, mvalid2 = Signal(), Signal(), Signal(), Signal()
-        mlv2 = [Signal(name=f"mlv2_{j}") for j in range(PX)]
-        m.d.comb += misc_idle.eq((mstate == 0) & ~mp & ~m1 & ~m2)
+        # the read's flags and output offset travel with it: AUX_LAT clocks from the aux
+        # start to the window (stage 2: data there)
+        AUX_LAT = int(deep) + aux_mem.latency
+        src = [mrd, mvalid_src, mfirst, mlast, mc, Mux(d.op == OPS["gap"], mob, mob + mopix)] + mlv
+        mstages = []
+        for k in range(AUX_LAT):
+            prev = mstages[-1] if mstages else src
+            cur = [Signal(x.shape(), name=f"mq{k}_{n}") for n, x in enumerate(prev)]
+            m.d.sync += [a.eq(b) for a, b in zip(cur, prev)]
+            mstages.append(cur)
+        m2, mvalid2, mfirst2, mlast2, mch2, mwa2 = mstages[-1][:6]
+        mlv2 = mstages[-1][6:]
+        # gap: stage 3 the decoded window (aux_vals_r), stage 4 its lanes' sum (gpart)
+        m3, mfirst3, mlast3, mch3, mwa3 = Signal(), Signal(), Signal(), Signal.like(mc), Signal.like(mwa2)
+        mlv3 = [Signal(name=f"mlv3_{j}") for j in range(PX)]
+        m.d.sync += [m3.eq(m2), mfirst3.eq(mfirst2), mlast3.eq(mlast2), mch3.eq(mch2), mwa3.eq(mwa2)]
+        m.d.sync += [a.eq(b) for a, b in zip(mlv3, mlv2)]
+        m4, mfirst4, mlast4, mch4, mwa4 = stage([m3, mfirst3, mlast3, mch3, mwa3], "m4", deep)
+        in_misc = m3 | m4
+        for st in mstages:
+            in_misc = in_misc | st[0]
+        m.d.comb += misc_idle.eq((mstate == 0) & ~in_misc)
 
         def next_output_row(channel_end):
             """maxpool / shortcut: the next output row, or the next channel after the last
@@ -670,13 +711,6 @@ class Accelerator(wiring.Component):
         with m.If(mstate == 3):
             m.d.sync += sc_zero.eq(srcoff < 0)
 
-        # misc stage 1: data arrived
-        m.d.sync += [mfirstp.eq(mfirst), mlastp.eq(mlast), mchp.eq(mc),
-                     mwap.eq(Mux(d.op == OPS["gap"], mob, mob + mopix))]
-        m.d.sync += [mfirst1.eq(mfirstp), mlast1.eq(mlastp), mch1.eq(mchp), mwa1.eq(mwap)]
-        mch2, mwa2 = Signal.like(mch1), Signal.like(mwa1)
-        m.d.sync += [m2.eq(m1), mfirst2.eq(mfirst1), mlast2.eq(mlast1), mvalid2.eq(mvalid1), mch2.eq(mch1),
-                     mwa2.eq(mwa1)] + [a.eq(b) for a, b in zip(mlv2, mlv1)]
         mbest = Signal(A)
         msum = Signal(signed(ACC + 1))
         misc_wr = Signal()
@@ -687,7 +721,8 @@ class Accelerator(wiring.Component):
         gap_off = Signal(AW + 1)
 
         # ---------------------------------------------------------------- aux reads
-        # residual windows (drain), misc reads, debug reads share the aux copy
+        # residual windows (drain), misc reads, debug reads share the aux copy; the start
+        # goes into flip-flops first (its sums and the banks' address logic in two clocks)
         aux_start = Signal(AW)
         req_off = Signal(AW + 1)
         with m.If(drain_busy):
@@ -696,14 +731,18 @@ class Accelerator(wiring.Component):
             m.d.comb += aux_start.eq(maddr)
         with m.Else():
             m.d.comb += aux_start.eq(self.dbg_addr)
-        aux_data = aux_mem.window_read([aux_start])
+        aux_start_r, = stage([aux_start], "aux_start_r", deep)
+        aux_data = aux_mem.window_read([aux_start_r])
         m.d.comb += self.dbg_data.eq(aux_mem.first_now)
 
-        # the aux window's elements decoded: residual values (drain) or gap inputs
+        # the aux window's elements decoded (residual values of the drain, or gap inputs)
+        # and registered: aux_vals_r one clock after aux_data
         is_gap = Signal()
         m.d.comb += is_gap.eq(d.op == OPS["gap"])
         aux_vals = [decode(aux_data[j], Mux(is_gap, d.in_mode, d.res_mode), Mux(is_gap, d.in_lv, d.res_lv),
                            f"aux_value{j}") for j in range(PX)]
+        aux_vals_r = [Signal(signed(VB), name=f"aux_value_r{j}") for j in range(PX)]
+        m.d.sync += [a.eq(b) for a, b in zip(aux_vals_r, aux_vals)]
         sc_cands = {s_: [aux_data[j * s_] if j * s_ < NB else Const(0, A) for j in range(PX)]
                     for s_ in sorted({s.stride for s in p.steps if s.op == "shortcut"} | {1})}
         with m.If(m2):
@@ -721,14 +760,15 @@ class Accelerator(wiring.Component):
                             if s_ != 1:
                                 el = Mux(d.stride == s_, c[j], el)
                         m.d.comb += misc_wdata[j].eq(Mux(mvalid2, el, 0))
-                with m.Case(OPS["gap"]):
-                    part = 0
-                    for j in range(PX):
-                        part = part + Mux(mlv2[j], aux_vals[j], 0)
-                    tot = Mux(mfirst2, 0, msum) + part
-                    m.d.sync += msum.eq(tot)
-                    with m.If(mlast2):
-                        m.d.comb += [gap_req.eq(1), gap_acc.eq(tot), gap_ch.eq(mch2), gap_off.eq(mwa2)]
+        # gap: stage 3 sums the decoded lanes (deep: registered), stage 4 accumulates
+        gsum = Signal(signed(VB + PX.bit_length()))
+        m.d.comb += gsum.eq(sum(Mux(mlv3[j], aux_vals_r[j], 0) for j in range(PX)))
+        gpart, = stage([gsum], "gpart", deep)
+        with m.If(m4 & is_gap):
+            tot = Mux(mfirst4, 0, msum) + gpart
+            m.d.sync += msum.eq(tot)
+            with m.If(mlast4):
+                m.d.comb += [gap_req.eq(1), gap_acc.eq(tot), gap_ch.eq(mch4), gap_off.eq(mwa4)]
 
         # ---------------------------------------------------------------- requant pipeline
         # PX lanes in lockstep: one output channel's PX results per clock
@@ -743,69 +783,60 @@ class Accelerator(wiring.Component):
         ]
         m.d.comb += [req_acc[j].eq(Mux(drain_busy, shadow[0][j], gap_acc if j == 0 else 0)) for j in range(PX)]
         m.d.comb += [req_pv[j].eq(Mux(drain_busy, spv[j], 1 if j == 0 else 0)) for j in range(PX)]
-        for k, rp in crp.items():
-            m.d.comb += rp.addr.eq(d.cbase + req_ch)
-        r1_valid = Signal()
-        r1_acc = [Signal(signed(ACC), name=f"r1_acc{j}") for j in range(PX)]
-        r1_pv = [Signal(name=f"r1_pv{j}") for j in range(PX)]
-        r1_ch = Signal.like(req_ch)
-        r1_off = Signal.like(req_off)
-        m.d.sync += [r1_valid.eq(req_valid), r1_ch.eq(req_ch), r1_off.eq(req_off)]
-        m.d.sync += [a.eq(b) for a, b in zip(r1_acc, req_acc)] + [a.eq(b) for a, b in zip(r1_pv, req_pv)]
-        # R1: products (registered), R2: sum and shift (registered), R3: activation rule
+        # The request (clock t) and what travels with it: accumulators, lane flags, output
+        # channel and offset. The residual window is in aux_vals_r at t+AUX_LAT+1, and the
+        # accumulators wait for it (the `rq` chain); the constants are read one clock
+        # before (deep: two, their ROM's outputs into flip-flops: the multipliers follow
+        # and the ROM may be block RAM). Then, one clock each: products; their sum (deep); the shift; the
+        # activation rule's comparisons (deep); the code (r2), written on the next clock.
+        rq = [req_valid, req_off, req_ch] + req_acc + req_pv
+        rq_valids = []
+        for k in range(AUX_LAT + 1):
+            if k == AUX_LAT - int(deep):
+                for rp in crp.values():
+                    m.d.comb += rp.addr.eq(d.cbase + rq[2])
+            rq = stage(rq, f"rq{k}")
+            rq_valids.append(rq[0])
+        r1c_valid, r1c_off, r1c_ch = rq[:3]
+        r1c_acc, r1c_pv = rq[3:3 + PX], rq[3 + PX:]
+        c_mult, c_rmult, c_bias = stage([crp["mult"].data, crp["rmult"].data, crp["bias"].data], "consts", deep)
+        # the flags wait for the products, their sum, the shift, the comparisons, the code
+        tail = [r1c_valid, r1c_off, r1c_ch] + r1c_pv
+        for k in range(3 + 2 * int(deep)):
+            tail = stage(tail, f"rt{k}")
+            rq_valids.append(tail[0])
+        r2_valid, r2_off, r2_ch = tail[:3]
+        r2_pv = tail[3:]
         SUMB = max(p.sum_bits, ACC + p.const_bits["mult"], p.const_bits["bias"], VB + p.const_bits["rmult"]) + 3
-        # R1: constants out of their ROMs, aux bank outputs into flip-flops; R1b: residual
-        # window rotated and decoded (registered); R1c: products (registered); then sum and
-        # shift (registered), activation rule (registered), write
-        def delayed(sigs, tag):
-            out = [Signal.like(x, name=f"{x.name}_{tag}") for x in sigs]
-            m.d.sync += [a.eq(b) for a, b in zip(out, sigs)]
-            return out
-        r1b = delayed([r1_valid, r1_off, r1_ch] + r1_acc + r1_pv, "b")
-        r1b2 = delayed(r1b, "b2")       # the aux copy's registered bank addresses
-        r1c = delayed(r1b2, "c")
-        r1c_valid, r1c_off, r1c_ch = r1c[:3]
-        r1c_acc, r1c_pv = r1c[3:3 + PX], r1c[3 + PX:]
-        cb = delayed([crp["mult"].data, crp["rmult"].data, crp["bias"].data], "b")
-        c_mult, c_rmult, c_bias = delayed(delayed(cb, "b2"), "c")
-        ra_valid, ra_off, ra_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
-        ra_pv = [Signal(name=f"ra_pv{j}") for j in range(PX)]
-        m.d.sync += [ra_valid.eq(r1c_valid), ra_off.eq(r1c_off), ra_ch.eq(r1c_ch)] + \
-            [a.eq(b) for a, b in zip(ra_pv, r1c_pv)]
-        rb_valid, rb_off, rb_ch = Signal(), Signal.like(r1_off), Signal.like(r1_ch)
-        rb_pv = [Signal(name=f"rb_pv{j}") for j in range(PX)]
-        m.d.sync += [rb_valid.eq(ra_valid), rb_off.eq(ra_off), rb_ch.eq(ra_ch)] + \
-            [a.eq(b) for a, b in zip(rb_pv, ra_pv)]
-        r2_valid = Signal()
-        r2_off = Signal.like(r1_off)
-        r2_ch = Signal.like(r1_ch)
-        r2_pv = [Signal(name=f"r2_pv{j}") for j in range(PX)]
-        m.d.sync += [r2_valid.eq(rb_valid), r2_off.eq(rb_off), r2_ch.eq(rb_ch)] + \
-            [a.eq(b) for a, b in zip(r2_pv, rb_pv)]
         r2_code = []
         for j in range(PX):
-            res_v = Signal(signed(VB), name=f"res_v{j}")
-            m.d.sync += res_v.eq(aux_vals[j])
+            res_v = aux_vals_r[j]
             pa = Signal(signed(ACC + p.const_bits["mult"]), name=f"prod_acc{j}")
             pr = Signal(signed(VB + p.const_bits["rmult"]), name=f"prod_res{j}")
             pb = Signal(signed(p.const_bits["bias"]), name=f"bias_r{j}")
             m.d.sync += [pa.eq(r1c_acc[j] * c_mult), pr.eq(Mux(d.has_res, res_v * c_rmult, 0)),
                          pb.eq(c_bias)]
-            ssum = Signal(signed(SUMB), name=f"ssum{j}")
-            m.d.comb += ssum.eq(pa + pb + pr)
+            ssum_c = Signal(signed(SUMB), name=f"ssum_c{j}")
+            m.d.comb += ssum_c.eq(pa + pb + pr)
+            ssum, = stage([ssum_c], f"ssum{j}", deep)
             y = Signal(signed(SUMB), name=f"y{j}")
             m.d.sync += y.eq(ssum >> d.shift)
+            # the rule's comparisons (deep: registered), then the code
+            lo_c, hi_c = Signal(name=f"clip_lo_c{j}"), Signal(name=f"clip_hi_c{j}")
+            ges_c = [Signal(name=f"ge_c{j}_{k}") for k in range(p.NT)]
+            m.d.comb += [lo_c.eq(y < 0), hi_c.eq(y > d.act_max)]
+            m.d.comb += [ge.eq(y >= thr_tab[d.act_tab][k]) for k, ge in enumerate(ges_c)]
+            cmp = stage([y, lo_c, hi_c] + ges_c, f"cmp{j}", deep)
+            y2, lo, hi, ges = cmp[0], cmp[1], cmp[2], cmp[3:]
             code = Signal(signed(max(p.out_bits, A + 1, 2)), name=f"code{j}")
             with m.Switch(d.act):
                 with m.Case(ACTS["none"]):
-                    m.d.comb += code.eq(y)
+                    m.d.comb += code.eq(y2)
                 with m.Case(ACTS["clip"]):
-                    m.d.comb += code.eq(Mux(y < 0, 0, Mux(y > d.act_max, d.act_max, y)))
+                    m.d.comb += code.eq(Mux(lo, 0, Mux(hi, d.act_max, y2)))
                 with m.Default():
                     cnt = 0
-                    for k in range(p.NT):
-                        ge = Signal(name=f"ge{j}_{k}")
-                        m.d.comb += ge.eq(y >= thr_tab[d.act_tab][k])
+                    for ge in ges:
                         cnt = cnt + ge
                     m.d.comb += code.eq(cnt)
             rc = Signal.like(code, name=f"r2_code{j}")
@@ -832,9 +863,8 @@ class Accelerator(wiring.Component):
         in_base, in_c, in_hw, in_hwp = p.tensor_layout["input"]
         wait = Signal(3)
         done = Signal()
-        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~fire0 & ~fire00 & ~v1 & ~v2 & ~Cat(*vpe).any() & ~lastc & ~drain_busy &
-                                                       ~r1_valid & ~r1b[0] & ~r1b2[0] & ~r1c_valid & ~ra_valid & ~rb_valid &
-                                                       ~r2_valid)]
+        m.d.comb += [self.done.eq(done), conv_idle.eq(~issuing & ~fire0 & ~fire00 & ~v1 & ~v1b & ~v2 & ~Cat(*vpe).any() &
+                                                       ~lastc & ~drain_busy & ~Cat(*rq_valids).any() & ~wr_en_r)]
         in_wr = Signal()
         with m.FSM():
             with m.State("BOOT"):

@@ -15,7 +15,7 @@ import numpy as np
 
 from hw.golden import run as golden_run
 
-from .accel import Accelerator
+from .accel import Accelerator, dbg_latency
 from .plan import make_plan
 
 
@@ -54,21 +54,22 @@ def accel_case(ir, plan, x, *, layers=True) -> dict:
         images.append(img)
     budget = sum(plan.cycle_estimate().values())
     case = dict(steps=steps, images=images, in_bits=plan.in_bits, out_bits=plan.out_bits,
-                n_out=plan.n_out, cycle_budget=budget)
+                n_out=plan.n_out, cycle_budget=budget, dbg_latency=dbg_latency(plan))
     if plan.weights_loaded:
         case["loaded_words"] = [int(w) for w in plan.loaded_words]
     return case
 
 
 def check_accel(ir, x, sim, *, po=4, pi=1, px=1, layers=True, words=None, plan=None, tag=None,
-                weights_loaded=False) -> dict:
+                weights_loaded=False, deep_pipeline=True) -> dict:
     from sim.runner import emit_verilog, run_test
 
-    plan = plan or make_plan(ir, po=po, pi=pi, px=px, words=words, weights_loaded=weights_loaded)
+    plan = plan or make_plan(ir, po=po, pi=pi, px=px, words=words, weights_loaded=weights_loaded,
+                             deep_pipeline=deep_pipeline)
     text = emit_verilog(Accelerator(plan), "accel")
     case = accel_case(ir, plan, np.asarray(x), layers=layers)
     rep = run_test(text, "accel", "sim.test_accel", sim, case,
-                   tag=tag or f"{ir.graph['name']}-po{plan.PO}-pi{plan.PI}-px{plan.PX}{'-wl' if plan.weights_loaded else ''}")
+                   tag=tag or f"{ir.graph['name']}-po{plan.PO}-pi{plan.PI}-px{plan.PX}{'-wl' if plan.weights_loaded else ''}{'' if plan.deep_pipeline else '-shallow'}")
     rep.update(PO=plan.PO, PI=plan.PI, PX=plan.PX, macs=plan.macs, pes=plan.pes, mac_bound=plan.macs / plan.pes)
     cyc = [r["cycles"] for r in rep.get("results", [])]
     if cyc:

@@ -175,6 +175,9 @@ class Plan:
     input_shape: list
     macs: int
     weights_loaded: bool = False   # weights written at boot (wl_* ports), not initialised
+    # registers on the long paths of a big array (activation windows, aux start, write bus,
+    # requant sum and comparisons; accel.py): off where flip-flops are scarce (iCE40)
+    deep_pipeline: bool = True
 
     @property
     def loaded_words(self):
@@ -265,14 +268,16 @@ def _pow2(v):
 
 
 def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None = None,
-              weights_loaded: bool = False) -> Plan:
+              weights_loaded: bool = False, deep_pipeline: bool = True) -> Plan:
     """The plan of `ir` for a PO (output-channel lanes) x PI (input-channel lanes) x PX
     (pixel lanes) PE array.
 
     `words`: optional {node: table words} (from tables/NAME.mem) used instead of packing
     the IR's terms (so a corrupted table reaches the hardware).
     `weights_loaded`: the weight memory has no initial contents and is written at boot
-    through the accelerator's `wl_*` ports (iCE40 SPRAM, boards/flash_loader.py)."""
+    through the accelerator's `wl_*` ports (iCE40 SPRAM, boards/flash_loader.py).
+    `deep_pipeline`: the extra registers that let a big array close timing on the ECP5
+    (a few clocks per step, ~600 flip-flops at 4 x 1 x 1: too many for the UP5K)."""
 
     if po < 1 or px < 1 or pi < 1:
         raise PlanError(f"PO, PI and PX must be >= 1 (got {po}, {pi}, {px})")
@@ -491,7 +496,7 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
     cb = {k: bits_signed(min(v + [0]), max(v + [0])) for k, v in consts.items()}
     outt = ir.tensor(out_name)
     inp = ir.tensor("input")
-    return Plan(weights_loaded=bool(weights_loaded), name=ir.graph["name"], PO=po, PX=px, PI=pi, steps=steps, act_bits=act_bits,
+    return Plan(weights_loaded=bool(weights_loaded), deep_pipeline=bool(deep_pipeline), name=ir.graph["name"], PO=po, PX=px, PI=pi, steps=steps, act_bits=act_bits,
                 act_buffers=len(busy_until), buf_words=buf_words, tensor_addr=tensor_addr,
                 tensor_layout=tensor_layout,
                 level_tables=level_tables, threshold_tables=thr_tables, NT=NT,
