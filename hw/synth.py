@@ -210,9 +210,11 @@ def synthesize(top, board, out_dir, *, name="top", seed=1, clock_mhz=None, dsp=T
     if board.family == "ecp5" and not dsp:
         synth_opts.append("-nodsp")
     after_read = "\n".join(f"setattr -mod -set keep_hierarchy 1 {m}" for m in keep_hierarchy)
+    # the flip-flops of signals marked hw.rtl.KEEP_FF stay separate (opt_merge skips kept cells)
+    after_read += "\nsetattr -set keep 1 a:shiftq_keep_ff %ci1:+$dff[Q]"
     plan = platform.prepare(
         top, name=name, synth_opts=synth_opts,
-        script_after_read=after_read or "# no kept modules",
+        script_after_read=after_read,
         script_after_synth="tee -q -o stat.json stat -json")
     cons_name = f"{name}.pcf" if board.family == "ice40" else f"{name}.lpf"
     for fname, content in plan.files.items():

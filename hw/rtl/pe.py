@@ -35,6 +35,8 @@ from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.rtl import KEEP_FF
+
 __all__ = [
     "shift_bits", "term_bits", "pack_terms", "unpack_word", "csd_terms", "pe_product",
     "value_width", "PEModel", "ShiftAddPE", "MultiplierPE", "pe_dot", "neg_bits", "pe_dot_ones",
@@ -288,20 +290,24 @@ class ShiftAddDotPE(_PEBase):
     `acc` is updated one clock later than without (a shorter clock period). With `split`
     as well, the first level of the adder tree (pairs of terms) is registered too: one
     clock more, and the term logic and the rest of the tree in separate clocks.
+    With `in_reg` every input goes through a flip-flop of this PE's own first (marked
+    `hw.rtl.KEEP_FF`, so synthesis keeps one copy per PE): in an array, an activation
+    reaches PO PEs and a weight PX PEs, and en / clear every accumulator bit; the copies
+    turn one net spread over the die into a short hop to each PE. One clock more.
     `latency` is the number of clocks from the inputs to the accumulator's update.
 
     Parameters: n (pairs), value_bits (signed decoded activations), terms, max_shift,
-    acc_bits, passes, registered, split. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
+    acc_bits, passes, registered, split, in_reg. Ports: act In(n x signed(value_bits)), weight In(n x T*TW table
     words), en In(1), clear In(1), [pass_ In(range(passes))], acc Out(signed(acc_bits)).
     Model: `pe_dot_ones` (times 2**(4*pass_)).
     """
 
     def __init__(self, *, n: int, value_bits: int, terms: int, max_shift: int, acc_bits: int,
-                 passes: int = 1, registered: bool = False, split: bool = False):
+                 passes: int = 1, registered: bool = False, split: bool = False, in_reg: bool = False):
         if split and not (registered and n * terms >= 2):
             raise ValueError("split needs registered and at least two terms")
-        self.registered, self.split = registered, split
-        self.latency = int(registered) + int(split)
+        self.registered, self.split, self.in_reg = registered, split, in_reg
+        self.latency = int(registered) + int(split) + int(in_reg)
         self._check(value_bits, acc_bits)
         self.n, self.value_bits, self.terms, self.max_shift = n, value_bits, terms, max_shift
         self.acc_bits, self.sb, self.passes = acc_bits, shift_bits(max_shift), passes
@@ -323,13 +329,29 @@ class ShiftAddDotPE(_PEBase):
         # a ones'-complement term of a signed value_bits value shifted by <= max_shift
         # fits value_bits + max_shift signed bits (module docstring of _ones_term)
         width = self.value_bits + self.max_shift
-        parts = [_ones_term(m, self.act[i], self.weight[i][t * tw:(t + 1) * tw], sb, width, f"p{i}_{t}")
+        act = [self.act[i] for i in range(self.n)]
+        weight = [self.weight[i] for i in range(self.n)]
+        en, clear = self.en, self.clear
+        pass_ = self.pass_ if self.passes > 1 else None
+        # with in_reg, this PE's flip-flops (en / clear / pass_ below too) are its own
+        keep = dict(attrs=KEEP_FF, reset_less=True) if self.in_reg else {}
+        if self.in_reg:
+            act_in = [Signal(signed(self.value_bits), name=f"act_in{i}", **keep) for i in range(self.n)]
+            weight_in = [Signal(len(weight[i]), name=f"weight_in{i}", **keep) for i in range(self.n)]
+            m.d.sync += [a.eq(b) for a, b in zip(act_in + weight_in, act + weight)]
+            act, weight = act_in, weight_in
+            en_in, clear_in = Signal(name="en_in", **keep), Signal(name="clear_in", **keep)
+            m.d.sync += [en_in.eq(en), clear_in.eq(clear)]
+            en, clear = en_in, clear_in
+            if pass_ is not None:
+                pass_in = Signal.like(pass_, name="pass_in", **keep)
+                m.d.sync += pass_in.eq(pass_)
+                pass_ = pass_in
+        parts = [_ones_term(m, act[i], weight[i][t * tw:(t + 1) * tw], sb, width, f"p{i}_{t}")
                  for i in range(self.n) for t in range(self.terms)]
         # balanced tree of two-input adders; `keep` stops yosys's alumacc from merging
         # them into one $macc (a LUT compressor tree, 2.5x the LUTs of the carry chains)
         level = 0
-        en, clear = self.en, self.clear
-        pass_ = self.pass_ if self.passes > 1 else None
         while len(parts) > 1:
             nxt = []
             for k in range(0, len(parts), 2):
@@ -345,11 +367,11 @@ class ShiftAddDotPE(_PEBase):
                 regs = [Signal.like(x, name=f"{x.name}_r") for x in parts]
                 m.d.sync += [r.eq(x) for r, x in zip(regs, parts)]
                 parts = regs
-                en_s, clear_s = Signal(name="en_s"), Signal(name="clear_s")
+                en_s, clear_s = Signal(name="en_s", **keep), Signal(name="clear_s", **keep)
                 m.d.sync += [en_s.eq(en), clear_s.eq(clear)]
                 en, clear = en_s, clear_s
                 if pass_ is not None:
-                    pass_s = Signal.like(pass_, name="pass_s")
+                    pass_s = Signal.like(pass_, name="pass_s", **keep)
                     m.d.sync += pass_s.eq(pass_)
                     pass_ = pass_s
         dot = parts[0]
@@ -362,7 +384,7 @@ class ShiftAddDotPE(_PEBase):
                         m.d.comb += product.eq(dot << (4 * q))
         if self.registered:
             prod_r = Signal.like(product, name="product_r")
-            en_r, clear_r = Signal(), Signal()
+            en_r, clear_r = Signal(name="en_r", **keep), Signal(name="clear_r", **keep)
             m.d.sync += [prod_r.eq(product), en_r.eq(en), clear_r.eq(clear)]
             with m.If(clear_r):
                 m.d.sync += self.acc.eq(Mux(en_r, prod_r, 0))

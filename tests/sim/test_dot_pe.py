@@ -11,6 +11,9 @@ CONFIGS = {
     # the same with the first adder level registered (latency 2)
     "pi4-t2-pass2-split": dict(n=4, value_bits=9, terms=2, max_shift=3, acc_bits=16, passes=2, registered=True,
                                split=True),
+    # the deep ULX3S array's: its own input flip-flops too (latency 3)
+    "pi4-t2-pass2-inreg": dict(n=4, value_bits=9, terms=2, max_shift=3, acc_bits=16, passes=2, registered=True,
+                               split=True, in_reg=True),
     # the iCEBreaker's: one lane, not registered
     "pi1-t2": dict(n=1, value_bits=7, terms=2, max_shift=3, acc_bits=12, passes=1, registered=False),
 }

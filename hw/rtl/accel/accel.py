@@ -47,6 +47,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.ir import bits_signed, bits_unsigned
+from hw.rtl import KEEP_FF
 from hw.rtl.pe import ShiftAddDotPE, shift_bits
 
 from .plan import Plan
@@ -57,9 +58,13 @@ OPS = {"conv": 0, "maxpool": 1, "gap": 2, "shortcut": 3}
 MODES = {"int": 0, "identity": 1, "levels": 2}
 ACTS = {"none": 0, "clip": 1, "thresholds": 2}
 # the PEs: product register, and the first adder level registered too (`ShiftAddDotPE`
-# split): the term logic, the adder tree and the accumulator in three clocks
+# split): the term logic, the adder tree and the accumulator in three clocks; with a
+# deep pipeline the PEs' inputs go through per-PE flip-flops first (`in_reg`)
 PE_SPLIT = True
-PE_LATENCY = 2 if PE_SPLIT else 1
+
+
+def pe_latency(deep: bool) -> int:
+    return 1 + int(PE_SPLIT) + int(deep)
 
 
 _ubits = bits_unsigned
@@ -384,7 +389,7 @@ class Accelerator(wiring.Component):
         v1, first1, last1 = Signal(), Signal(), Signal()
         v2, first2, last2 = Signal(), Signal(), Signal()
         v3, first3, last3 = Signal(), Signal(), Signal()
-        # the PEs take PE_LATENCY clocks from their inputs to the accumulator update:
+        # the PEs take pe_latency clocks from their inputs to the accumulator update:
         # v3 / last3 delayed by that many (v4.., last4..), then lastc
         lastc = Signal()
         # deep: the rotated window in flip-flops (lane_mem out_reg), one clock more
@@ -392,7 +397,7 @@ class Accelerator(wiring.Component):
         m.d.sync += [v2.eq(v1b), first2.eq(first1b), last2.eq(last1b), v3.eq(v2), first3.eq(first2),
                      last3.eq(last2)]
         vpe, lastpe = [v3], [last3]
-        for k in range(PE_LATENCY):
+        for k in range(pe_latency(deep)):
             vk, lk = Signal(name=f"v{4 + k}"), Signal(name=f"last{4 + k}")
             m.d.sync += [vk.eq(vpe[-1]), lk.eq(lastpe[-1])]
             vpe.append(vk)
@@ -559,18 +564,30 @@ class Accelerator(wiring.Component):
         ps_r, ps_rr = Signal.like(ps), Signal.like(ps)
         m.d.sync += [ps_r.eq(ps1), ps_rr.eq(ps_r)]
         ps_rrr, = stage([ps_rr], "ps_rrr", deep)
+        # the PEs' controls: deep, one copy per row of PEs (v3, first3, ps_rrr each kept
+        # as PO flip-flops), then each PE's own input flip-flops; else one broadcast
+        ctl = []
+        for o in range(PO):
+            if deep:
+                row = [Signal(1, name=f"en_row{o}", attrs=KEEP_FF, reset_less=True),
+                       Signal(1, name=f"clear_row{o}", attrs=KEEP_FF, reset_less=True),
+                       Signal.like(ps, name=f"pass_row{o}", attrs=KEEP_FF, reset_less=True)]
+                m.d.sync += [row[0].eq(v2), row[1].eq(first2), row[2].eq(ps_rr)]
+                ctl.append(row)
+            else:
+                ctl.append([v3, first3, ps_rrr])
         pes = [[None] * PX for _ in range(PO)]
         for o in range(PO):
             for j in range(PX):
                 pe = ShiftAddDotPE(n=PI, value_bits=VB, terms=TU, max_shift=MSU, acc_bits=ACC, passes=npass,
-                                   registered=True, split=PE_SPLIT)
-                assert pe.latency == PE_LATENCY
+                                   registered=True, split=PE_SPLIT, in_reg=deep)
+                assert pe.latency == pe_latency(deep)
                 m.submodules[f"pe_{o}_{j}"] = pe
                 if npass > 1:
-                    m.d.comb += pe.pass_.eq(ps_rrr)
+                    m.d.comb += pe.pass_.eq(ctl[o][2])
                 m.d.comb += [pe.act[i].eq(values_r[i][j]) for i in range(PI)]
                 m.d.comb += [pe.weight[i].eq(wsel_rr[o][i]) for i in range(PI)]
-                m.d.comb += [pe.en.eq(v3), pe.clear.eq(first3)]
+                m.d.comb += [pe.en.eq(ctl[o][0]), pe.clear.eq(ctl[o][1])]
                 pes[o][j] = pe
 
         # stage 2: the finished group into the shadow rows (one row = one output channel)
