@@ -210,8 +210,7 @@ def synthesize(top, board, out_dir, *, name="top", seed=1, clock_mhz=None, dsp=T
     if board.family == "ecp5" and not dsp:
         synth_opts.append("-nodsp")
     after_read = "\n".join(f"setattr -mod -set keep_hierarchy 1 {m}" for m in keep_hierarchy)
-    # the flip-flops of signals marked hw.rtl.KEEP_FF stay separate (opt_merge skips kept cells)
-    after_read += "\nsetattr -set keep 1 a:shiftq_keep_ff %ci1:+$dff[Q]"
+    after_read += "\n" + KEEP_FF_SCRIPT
     plan = platform.prepare(
         top, name=name, synth_opts=synth_opts,
         script_after_read=after_read,
@@ -350,6 +349,11 @@ def strip_spram_init(rtlil: str) -> tuple[str, list[str]]:
     return "\n".join(out), stripped
 
 
+# the flip-flops of signals marked hw.rtl.KEEP_FF stay separate: yosys' opt_merge skips
+# cells with `keep` (run after read_rtlil, before synth_*)
+KEEP_FF_SCRIPT = "setattr -set keep 1 a:shiftq_keep_ff %ci1:+$dff[Q]"
+
+
 def yosys_cells(component, board="icebreaker", out_dir=None, *, spram=True, dsp=True, tools=None) -> dict:
     """yosys alone (no place and route) on an Amaranth component: its cells by type
     (`num_cells_by_type` of `stat -json`), with the same SPRAM handling as `synthesize`."""
@@ -372,7 +376,7 @@ def yosys_cells(component, board="icebreaker", out_dir=None, *, spram=True, dsp=
     out = Path(out_dir or tempfile.mkdtemp(prefix="yosys-cells-"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "top.il").write_text(text)
-    (out / "top.ys").write_text(f"read_rtlil top.il\n{synth} {' '.join(opts)} -top top\n"
+    (out / "top.ys").write_text(f"read_rtlil top.il\n{KEEP_FF_SCRIPT}\n{synth} {' '.join(opts)} -top top\n"
                                 f"tee -q -o stat.json stat -json\n")
     rc, _ = _run(tool_command("yosys", tools) + ["-q", "-l", "yosys.log", "top.ys"], out, "yosys", "yosys")
     if rc != 0:
