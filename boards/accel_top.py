@@ -228,7 +228,8 @@ def AccelBoardTop(board: str, net: BoardNetwork, *, clock_mhz: float | None = No
             if pll is not None:
                 m.domains.sync = ClockDomain("sync")
                 m.submodules.pll = pll
-            m.submodules.board = BoardTop(self.board, self.core, self.net.info, clk_hz=self.pll_hz)
+            m.submodules.board = BoardTop(self.board, self.core, self.net.info, clk_hz=self.pll_hz,
+                                          global_reset=self.board in PLL_BOARDS)
             if not self.net.uses_loader:
                 return m
             clk = platform.default_clk_frequency

@@ -53,6 +53,12 @@ def test_ulx3s_top_runs_from_the_pll():
     assert any("pll_clk" in ln and "62500000" in ln for ln in lpf.splitlines() if ln.startswith("FREQUENCY NET")), lpf
     assert any("clk25" in ln and "25000000" in ln for ln in lpf.splitlines() if ln.startswith("FREQUENCY")), lpf
     assert "pll" in plan.files["top.il"]
+    # the core's reset goes onto a global network (DCCA), from the CoreReset flip-flop
+    il = plan.files["top.il"]
+    assert il.count("cell \\DCCA ") == 1, "one DCCA: the core's reset"
+    dcc = il[il.index("cell \\DCCA "):]
+    dcc = dcc[:dcc.index("end")]
+    assert "connect \\CLKI" in dcc and "core_reset" in il
 
 
 def test_pll_only_where_built():
