@@ -47,16 +47,15 @@ PARALLELISM = {
     # weights in SPRAM, written at boot from flash; no deep pipeline (its ~600 flip-flops
     # would not fit the UP5K's 5,280 logic cells, and 12 MHz does not need them)
     "icebreaker": dict(po=4, px=1, weights_loaded=True, deep_pipeline=False),
-    # 12 x 4 x 4 = 192 MACs per clock: about half the 85F's LUTs (ResNet-20: 42,496 LUT4,
-    # 54.4 MHz). 12 x 4 x 8 placed ResNet-20 at 97% of the LUTs and did not route in 40 min;
-    # digitnet's shallow banks went to LUT RAM and took 106% (docs/accelerator.md)
-    "ulx3s-85f": dict(po=12, pi=4, px=4),
+    # 12 x 4 x 8 = 384 MACs per clock (96 PEs): ResNet-20 takes 73% of the 85F's LUT4
+    # (docs/accelerator.md, Measured); deep pipeline on (the make_plan default)
+    "ulx3s-85f": dict(po=12, pi=4, px=8),
 }
 DEFAULT_PARALLELISM = dict(po=4, px=1)
 # boards whose top can clock the design from a PLL (`--clock-mhz`): oscillator MHz
 PLL_BOARDS = {"ulx3s-85f": 25.0}
 # the PLL frequency `make bitstream` uses per board (MHz; boards absent: the oscillator)
-CLOCK_MHZ = {"ulx3s-85f": 50.0}
+CLOCK_MHZ = {"ulx3s-85f": 60.0}
 
 
 def board_kwargs(board: str | None, **override) -> dict:
