@@ -70,7 +70,7 @@ def test_ulx3s_plan_uses_no_loader():
     if not (d / "model.json").exists():
         pytest.skip(f"no export at {d}")
     net = accel_top.network_from_build(d, "ulx3s-85f")
-    assert (net.plan.PO, net.plan.PI, net.plan.PX, net.plan.pes) == (12, 4, 4, 192)
+    assert (net.plan.PO, net.plan.PI, net.plan.PX, net.plan.pes) == (12, 4, 8, 384)
     assert not net.uses_loader
     core = net.make_core()
     core._MustUse__silence = True

@@ -142,7 +142,7 @@ def test_accel_ulx3s_has_no_weight_image(run_cli, tmp_path, monkeypatch):
     code, out, err = run_cli("synth", "--accel", "--build", d, "--board", "ulx3s-85f", "--po", "8")
     assert code == 0, err
     (top, board, seed), = calls
-    assert not top.net.uses_loader and (top.net.plan.PO, top.net.plan.PI, top.net.plan.PX) == (8, 4, 4)
+    assert not top.net.uses_loader and (top.net.plan.PO, top.net.plan.PI, top.net.plan.PX) == (8, 4, 8)
     design = json.loads((o / "design.json").read_text())
     assert design["PO"] == 8 and not design["weights_loaded"] and "weight_image" not in design
     assert not (o / "weights.bin").exists()
