@@ -538,22 +538,14 @@ class Accelerator(wiring.Component):
                 m.d.comb += v.eq(Mux(ok2[j], raw, 0))
                 values[i][j] = v
         TWU = TU * (2 + SBU)
-        # the weight words straight into flip-flops (stage 1w): the weight memory's block
-        # RAMs spread over the die, and a routed ResNet-20 12x4x8 build had its critical
-        # path (16.7 ns, 9.2 of routing) from a DP16KD output through the format pick
-        wdata = []
-        for f, (rp, _) in enumerate(wrps):
-            r = Signal.like(rp.data, name=f"wdata_r{f}")
-            m.d.sync += r.eq(rp.data)
-            wdata.append(r)
         wsel = [[Signal(TWU, name=f"w{o}_{i}") for i in range(PI)] for o in range(PO)]
-        for f, ((T, MS), word_r) in enumerate(zip(p.wformats, wdata)):
+        for f, ((T, MS), (rp, _)) in enumerate(zip(p.wformats, wrps)):
             sb = shift_bits(MS)
             tw = T * (2 + sb)
             with m.If(d.wfmt == f):
                 for o in range(PO):
                     for i in range(PI):
-                        word = word_r[(o * PI + i) * tw:(o * PI + i + 1) * tw]
+                        word = rp.data[(o * PI + i) * tw:(o * PI + i + 1) * tw]
                         fields = []
                         for k in range(TU):
                             if k < T:
@@ -566,7 +558,9 @@ class Accelerator(wiring.Component):
         values_r = [[Signal(signed(VB), name=f"value_r{i}_{j}") for j in range(PX)] for i in range(PI)]
         wsel_r = [[Signal(TWU, name=f"w_r{o}_{i}") for i in range(PI)] for o in range(PO)]
         m.d.sync += [values_r[i][j].eq(values[i][j]) for i in range(PI) for j in range(PX)]
+        wsel_rr = [[Signal(TWU, name=f"w_rr{o}_{i}") for i in range(PI)] for o in range(PO)]
         m.d.sync += [wsel_r[o][i].eq(wsel[o][i]) for o in range(PO) for i in range(PI)]
+        m.d.sync += [wsel_rr[o][i].eq(wsel_r[o][i]) for o in range(PO) for i in range(PI)]
         ps_r, ps_rr = Signal.like(ps), Signal.like(ps)
         m.d.sync += [ps_r.eq(ps1), ps_rr.eq(ps_r)]
         ps_rrr, = stage([ps_rr], "ps_rrr", deep)
@@ -592,7 +586,7 @@ class Accelerator(wiring.Component):
                 if npass > 1:
                     m.d.comb += pe.pass_.eq(ctl[o][2])
                 m.d.comb += [pe.act[i].eq(values_r[i][j]) for i in range(PI)]
-                m.d.comb += [pe.weight[i].eq(wsel_r[o][i]) for i in range(PI)]
+                m.d.comb += [pe.weight[i].eq(wsel_rr[o][i]) for i in range(PI)]
                 m.d.comb += [pe.en.eq(ctl[o][0]), pe.clear.eq(ctl[o][1])]
                 pes[o][j] = pe
 
