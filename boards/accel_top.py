@@ -227,8 +227,9 @@ def AccelBoardTop(board: str, net: BoardNetwork, *, clock_mhz: float | None = No
             if pll is not None:
                 m.domains.sync = ClockDomain("sync")
                 m.submodules.pll = pll
+            from hw.synth import get_board
             m.submodules.board = BoardTop(self.board, self.core, self.net.info, clk_hz=self.pll_hz,
-                                          global_reset=self.board in PLL_BOARDS)
+                                          global_reset=get_board(self.board).family == "ecp5")
             if not self.net.uses_loader:
                 return m
             clk = platform.default_clk_frequency

@@ -60,14 +60,11 @@ class BoardTop(Elaboratable):
         m.submodules.core_reset = core_reset = CoreReset()
         m.d.comb += core_reset.button.eq(btn.i)
         rst = core_reset.rst
-        m.domains.core = ClockDomain("core", local=True)
-        m.d.comb += ClockSignal("core").eq(ClockSignal("sync"))
         if self.global_reset:
-            rst_g = Signal()
-            m.submodules.rst_dcc = Instance("DCCA", i_CLKI=rst, i_CE=Const(1, 1), o_CLKO=rst_g)
-            m.d.comb += ResetSignal("core").eq(rst_g)
-        else:
-            m.d.comb += ResetSignal("core").eq(rst)
+            rst = Signal(name="rst_global")
+            m.submodules.rst_dcc = Instance("DCCA", i_CLKI=core_reset.rst, i_CE=Const(1, 1), o_CLKO=rst)
+        m.domains.core = ClockDomain("core", local=True)
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")), ResetSignal("core").eq(rst)]
         m.submodules.bridge = DomainRenamer("core")(bridge)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx = rx = io.Buffer("i", uart.rx)
