@@ -179,6 +179,40 @@ def random_ir(seed: int = 0, *, size: str = "small", batch: int = 2) -> tuple[IR
     return ir, full
 
 
+def downsample_ir(seed: int = 0, *, size: int = 8, batch: int = 2) -> tuple[IR, dict]:
+    """A small random network the whole-network accelerator runs, with a ResNet
+    downsampling block (stride-2 conv and option-A shortcut); returns (ir, golden env).
+
+    input int8 [3, size, size] -> `stem` (int8 weights, APoT out) -> `c1` (stride 2,
+      uniform 4-bit out) and `sc` (shortcut: stride 2, channels 0..5 then 2 zero ones)
+      -> `c2` (APoT out, residual = sc) -> `c3` (stride 1) -> flatten -> `fc` (logits)
+    """
+    rng = np.random.default_rng(seed)
+    graph = {"format": "shiftq-ir", "version": 1, "name": f"downsample{seed}",
+             "input": {"shape": [3, size, size], "bits": 8, "scale": 1.0}, "nodes": [], "output": "fc"}
+    ir = IR(graph, {})
+    x = rng.integers(-127, 128, size=(batch, 3, size, size))
+    env = {"input": x.astype(np.int64)}
+    _add_layer(ir, rng, env, name="stem", op="conv2d", src="input", out_ch=6, wscheme="int8", act="apot")
+    _add_layer(ir, rng, env, name="c1", op="conv2d", src="stem", out_ch=8, stride=2, act="uniform")
+    src = list(range(6)) + [-1, -1]
+    h = -(-size // 2)
+    graph["nodes"].append({"op": "shortcut", "name": "sc", "input": "stem", "stride": 2, "src": src,
+                           "out": dict(ir.tensor("stem"), shape=[len(src), h, h])})
+    env["sc"] = _node_out(ir, env, graph["nodes"][-1])
+    _add_layer(ir, rng, env, name="c2", op="conv2d", src="c1", out_ch=8, act="apot", residual="sc")
+    _add_layer(ir, rng, env, name="c3", op="conv2d", src="c2", out_ch=8, act="apot")
+    graph["nodes"].append({"op": "flatten", "name": "flat", "input": "c3",
+                           "out": dict(ir.tensor("c3"), shape=[8 * h * h])})
+    env["flat"] = _node_out(ir, env, graph["nodes"][-1])
+    _add_layer(ir, rng, env, name="fc", op="linear", src="flat", out_ch=10, act=None)
+    validate(ir)
+    full = golden_run(ir, env["input"], return_all=True, quantized=True)
+    for k, v in env.items():
+        assert np.array_equal(full[k], v), k
+    return ir, full
+
+
 # ---------------------------------------------------------------- exports
 
 def load_export(build_dir, sample: int = 0):

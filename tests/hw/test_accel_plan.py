@@ -6,7 +6,7 @@ import pytest
 
 from hw.ir import load
 from hw.rtl.accel.plan import (PE_MAX_SHIFT, PE_TERMS, PE_TW, DoesNotFit, PlanError, check_budget,
-                               make_plan, memory_blocks)
+                               dil_column, make_plan, memory_blocks)
 from hw.rtl.pe import pe_product
 from sim.layers import random_ir
 
@@ -104,7 +104,42 @@ def test_banked_layout_reads_pi_windows_in_distinct_banks():
     _weights_ok(p, ir)
     assert p.steps[0].npass == 2 and p.steps[1].npass == 1
     down = next(s for s in p.steps if s.op == "conv" and s.stride == 2)
-    assert down.rowmode and down.L == p.PX // 2
+    # its input stored column-deinterleaved: all PX lanes (PX / 2 with the plain layout)
+    assert down.rowmode and down.dil_in and down.L == p.PX
+    plain = make_plan(ir, po=12, pi=4, px=8, deinterleave=False)
+    assert next(s for s in plain.steps if s.op == "conv" and s.stride == 2).L == p.PX // 2
+
+
+def test_deinterleaved_tensors_and_their_addresses():
+    """ResNet-20 at 12 x 4 x 8: the two tensors read by the stride-2 convs (and their
+    shortcuts) are deinterleaved, nothing else; a deinterleaved row holds the even
+    columns, then the odd ones; the reader's kernel-column offsets walk those runs:
+    for every tap, PX consecutive words hold the PX lanes' input pixels."""
+    ir = _export("resnet20")
+    p = make_plan(ir, po=12, pi=4, px=8)
+    assert p.deinterleaved == {"s1b2_conv2": 32, "s2b2_conv2": 16}
+    assert [dil_column(x, 8) for x in range(-1, 9)] == [3, 0, 4, 1, 5, 2, 6, 3, 7, 4]
+    base, C, HW, HWp = p.tensor_layout["s1b2_conv2"]
+    addr = p.element_addresses("s1b2_conv2")
+    assert sorted(addr) == sorted(base + c * HWp + q for c in range(C) for q in range(HW))
+    assert addr[:4] == [base, base + 16, base + 1, base + 17]
+    for s in p.steps:
+        if not s.dil_in or s.op != "conv":
+            continue
+        koff, offs = 0, {}
+        for ky in range(s.KH):
+            for kx in range(s.KW):
+                offs[ky, kx] = koff
+                koff += (s.kx_b if kx % 2 else s.kx_a) if kx < s.KW - 1 else s.k_row
+        W, P = s.W, s.pad
+        for oy in range(s.Ho):
+            for ox0 in range(0, s.Wo, s.L):
+                row0 = s.lanes[0][2] + (2 * oy) * W + ox0        # the hardware's row0 there
+                for (ky, kx), o in offs.items():
+                    for j in range(s.L):
+                        iy, ix = 2 * oy + ky - P, 2 * (ox0 + j) + kx - P
+                        if 0 <= iy < s.H and 0 <= ix < W:
+                            assert row0 + o + j == iy * W + dil_column(ix, W), (s.name, oy, ox0, ky, kx, j)
 
 
 def test_powers_of_two_only():

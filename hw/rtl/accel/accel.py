@@ -78,13 +78,19 @@ def _log2(v: int) -> int:
     return int(v).bit_length() - 1
 
 
-SIGNED_FIELDS = {"dix", "diy", "drow", "wrap_lim", "wrap_ix", "wrap_row", "k_row"}
+SIGNED_FIELDS = {"dix", "diy", "drow", "wrap_lim", "wrap_ix", "wrap_row", "k_row", "kx_a", "kx_b"}
+
+
+def dil_halves(plan: Plan) -> list[int]:
+    """W / 2 of every deinterleaved output (the offset of its odd columns' run)."""
+    return sorted({s.Wo // 2 for s in plan.steps if s.dil_out})
 
 
 def descriptor_records(plan: Plan) -> list[dict]:
     """The descriptor table as plain dicts (the ROM's contents)."""
     recs = []
     PO, PI, PX = plan.PO, plan.PI, plan.PX
+    halves = dil_halves(plan)
     for s in plan.steps:
         st = s.stride
         r = dict(
@@ -98,12 +104,16 @@ def descriptor_records(plan: Plan) -> list[dict]:
             res_mode=MODES[s.res_mode], res_lv=s.res_levels,
             wfmt=s.wfmt, wbase=s.wbase, npass=s.npass, cbase=s.cbase, shift=s.shift,
             act=ACTS[s.act], act_max=s.act_max, act_tab=s.act_table, src_base=s.src_base,
-            k_row=s.W - s.KW + 1,                       # koff step when ky advances
+            k_row=s.k_row,                              # koff step when ky advances
+            kx_a=s.kx_a, kx_b=s.kx_b,                   # koff step when kx advances (even, odd kx)
+            pick=s.pick,                                # lane j's window element: j * pick
+            dil_out=int(s.dil_out), wmask=s.Wo - 1 if s.dil_out else 0,
+            hsel=halves.index(s.Wo // 2) if s.dil_out else 0,
             og_out=PO * s.HWp_out,                      # output offset of one channel group
             row_step=st * s.W,                          # maxpool / shortcut: next output row
             rowmode=int(s.rowmode), lmask=(1 << s.L) - 1, dpix=s.dpix, dpix_wrap=s.dpix_wrap,
             dix=s.dix, diy=s.diy, drow=s.drow, wrap_lim=s.wrap_lim, wrap_ix=s.wrap_ix,
-            wrap_row=s.wrap_row, sl=s.sl, sl_cc=s.sl * st,
+            wrap_row=s.wrap_row, sl=s.sl, sl_cc=s.sl * s.pick,
         )
         for i in range(1, PI):
             r[f"ioff{i}"] = i * s.HWp_in
@@ -265,7 +275,7 @@ class Accelerator(wiring.Component):
             out = [Signal(x.shape(), name=f"{tag}_{k}") for k, x in enumerate(sigs)]
             m.d.sync += [a.eq(b) for a, b in zip(out, sigs)]
             return out
-        strides = sorted({s.stride for s in p.steps if s.op == "conv" and s.rowmode} | {1})
+        strides = sorted({s.pick for s in p.steps if s.op == "conv" and s.rowmode} | {1})
 
         # ---------------------------------------------------------------- memories
         drom = Memory(shape=self.layout, depth=max(2, nsteps), init=self.recs)
@@ -331,16 +341,21 @@ class Accelerator(wiring.Component):
             return v
 
         # ---------------------------------------------------------------- write bus
-        # up to PX consecutive elements per clock into both copies
+        # up to PX elements per clock into both copies, element k at wr_addr + k; a
+        # deinterleaved output's group goes as two runs: its even lanes at positions
+        # 0 .. PX/2-1, its odd lanes W/2 further (`dil_halves`), so the bus has NW positions
+        halves = dil_halves(p)
+        NW = max([PX] + [h + PX // 2 for h in halves])
+        assert NW <= NB
         wr_en = Signal()
         wr_addr = Signal(AW)
-        wr_data = [Signal(A, name=f"wr_data{j}") for j in range(PX)]
-        wr_valid = [Signal(name=f"wr_valid{j}") for j in range(PX)]
+        wr_data = [Signal(A, name=f"wr_data{k}") for k in range(NW)]
+        wr_valid = [Signal(name=f"wr_valid{k}") for k in range(NW)]
         # deep: registered before the banks' rotation and address logic (the sources' sums
         # are in front of it)
         wr_bus = stage([wr_en, wr_addr] + wr_data + wr_valid, "wr_bus", deep)
         wr_en_r, wr_addr_r = wr_bus[:2]
-        wr_data_r, wr_valid_r = wr_bus[2:2 + PX], wr_bus[2 + PX:]
+        wr_data_r, wr_valid_r = wr_bus[2:2 + NW], wr_bus[2 + NW:]
         for mem in (lane_mem, aux_mem):
             mem.write(wr_en_r, wr_addr_r, wr_data_r, wr_valid_r)
 
@@ -523,7 +538,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += [ky.eq(ky + 1), koff.eq(koff + d.k_row)]
                 with m.Else():
-                    m.d.sync += [ps.eq(0), kx.eq(kx + 1), koff.eq(koff + 1)]
+                    m.d.sync += [ps.eq(0), kx.eq(kx + 1), koff.eq(koff + Mux(kx[0], d.kx_b, d.kx_a))]
 
         # stage 1: pick each lane's element of the window, decode, register
         values = [[None] * PX for _ in range(PI)]
@@ -532,7 +547,7 @@ class Accelerator(wiring.Component):
                 cands = [(s_, window[i * PX + j * s_]) for s_ in strides if j * s_ < PX]
                 el = cands[0][1]
                 for s_, e in cands[1:]:
-                    el = Mux(d.rowmode & (d.stride == s_), e, el)
+                    el = Mux(d.rowmode & (d.pick == s_), e, el)
                 raw = decode(el, d.in_mode, d.in_lv, f"val{i}_{j}")
                 v = Signal(signed(VB), name=f"value{i}_{j}")
                 m.d.comb += v.eq(Mux(ok2[j], raw, 0))
@@ -603,10 +618,13 @@ class Accelerator(wiring.Component):
         s_o = Signal(range(max(2, PO + 1)))
         s_ch = Signal.like(og_ch)
         s_off = Signal(AW + 1)           # og*PO*HWp_out + o*HWp_out
+        # the group's write offset: its first pixel's word, x0 / 2 in a deinterleaved row
+        spix_w = Signal.like(grp_pix1)
         with m.If(lastc):
             m.d.sync += [shadow[o][j].eq(pes[o][j].acc) for o in range(PO) for j in range(PX)]
             m.d.sync += [a.eq(b) for a, b in zip(spv, pv2)]
             m.d.sync += [spix.eq(grp_pix2), drain_busy.eq(1), s_o.eq(0), s_ch.eq(grp_ch2), s_off.eq(grp_out2)]
+            m.d.sync += spix_w.eq(grp_pix2 - Mux(d.dil_out, (grp_pix2 & d.wmask) >> 1, 0))
         with m.Elif(drain_busy):
             m.d.sync += [shadow[o][j].eq(shadow[o + 1][j]) for o in range(PO - 1) for j in range(PX)]
             m.d.sync += [s_o.eq(s_o + 1), s_ch.eq(s_ch + 1), s_off.eq(s_off + d.HWp_out)]
@@ -761,7 +779,7 @@ class Accelerator(wiring.Component):
         aux_vals_r = [Signal(signed(VB), name=f"aux_value_r{j}") for j in range(PX)]
         m.d.sync += [a.eq(b) for a, b in zip(aux_vals_r, aux_vals)]
         sc_cands = {s_: [aux_data[j * s_] if j * s_ < NB else Const(0, A) for j in range(PX)]
-                    for s_ in sorted({s.stride for s in p.steps if s.op == "shortcut"} | {1})}
+                    for s_ in sorted({s.pick for s in p.steps if s.op == "shortcut"} | {1})}
         with m.If(m2):
             with m.Switch(d.op):
                 with m.Case(OPS["maxpool"]):
@@ -775,7 +793,7 @@ class Accelerator(wiring.Component):
                         el = sc_cands[1][j]
                         for s_, c in sc_cands.items():
                             if s_ != 1:
-                                el = Mux(d.stride == s_, c[j], el)
+                                el = Mux(d.pick == s_, c[j], el)
                         m.d.comb += misc_wdata[j].eq(Mux(mvalid2, el, 0))
         # gap: stage 3 sums the decoded lanes (deep: registered), stage 4 accumulates
         gsum = Signal(signed(VB + PX.bit_length()))
@@ -793,10 +811,12 @@ class Accelerator(wiring.Component):
         req_acc = [Signal(signed(ACC), name=f"req_acc{j}") for j in range(PX)]
         req_pv = [Signal(name=f"req_pv{j}") for j in range(PX)]
         req_ch = Signal.like(og_ch)
+        req_woff = Signal.like(req_off)      # the write's offset (req_off: the residual's)
         m.d.comb += [
             req_valid.eq(drain_req_valid | gap_req),
             req_ch.eq(Mux(drain_busy, s_ch, gap_ch)),
             req_off.eq(Mux(drain_busy, s_off + spix, gap_off)),
+            req_woff.eq(Mux(drain_busy, s_off + spix_w, gap_off)),
         ]
         m.d.comb += [req_acc[j].eq(Mux(drain_busy, shadow[0][j], gap_acc if j == 0 else 0)) for j in range(PX)]
         m.d.comb += [req_pv[j].eq(Mux(drain_busy, spv[j], 1 if j == 0 else 0)) for j in range(PX)]
@@ -806,7 +826,7 @@ class Accelerator(wiring.Component):
         # before (deep: two, their ROM's outputs into flip-flops: the multipliers follow
         # and the ROM may be block RAM). Then, one clock each: products; their sum (deep); the shift; the
         # activation rule's comparisons (deep); the code (r2), written on the next clock.
-        rq = [req_valid, req_off, req_ch] + req_acc + req_pv
+        rq = [req_valid, req_woff, req_ch] + req_acc + req_pv
         rq_valids = []
         for k in range(AUX_LAT + 1):
             if k == AUX_LAT - int(deep):
@@ -957,6 +977,13 @@ class Accelerator(wiring.Component):
             m.d.comb += [wr_valid[j].eq(mlv2[j]) for j in range(PX)]
         with m.Elif(req_wr):
             m.d.comb += [wr_en.eq(1), wr_addr.eq(d.out_base + r2_off)]
-            m.d.comb += [wr_data[j].eq(r2_code[j]) for j in range(PX)]
-            m.d.comb += [wr_valid[j].eq(r2_pv[j]) for j in range(PX)]
+            with m.If(d.dil_out):
+                for hi, h in enumerate(halves):
+                    with m.If(d.hsel == hi):
+                        for k in range(PX // 2):
+                            for pos, j in ((k, 2 * k), (h + k, 2 * k + 1)):
+                                m.d.comb += [wr_data[pos].eq(r2_code[j]), wr_valid[pos].eq(r2_pv[j])]
+            with m.Else():
+                m.d.comb += [wr_data[j].eq(r2_code[j]) for j in range(PX)]
+                m.d.comb += [wr_valid[j].eq(r2_pv[j]) for j in range(PX)]
         return m

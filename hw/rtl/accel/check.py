@@ -5,7 +5,8 @@ computes the golden outputs of every node for the images `x` (input integers
 [N, C, H, W]), runs `sim.test_accel` through `sim.runner.run_test` (cached builds) and
 returns the report: per image the cycles, class, whether the logits, the class and
 every checked step's activations (read element by element through the debug port,
-channel by channel: a tensor's channels lie `HWp` words apart) equal the golden model's.
+channel by channel: a tensor's channels lie `HWp` words apart, a deinterleaved tensor's
+pixels in its stored order) equal the golden model's.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def accel_case(ir, plan, x, *, layers=True) -> dict:
                    logits=[int(v) for v in np.asarray(env[out][k]).reshape(-1)],
                    klass=int(np.asarray(env[out][k]).argmax()))
         if layers:
-            img["layers"] = {s["name"]: [int(v) for v in np.asarray(env[s["name"]][k]).reshape(-1)]
+            img["layers"] = {s["name"]: _stored_order(plan, s["name"], env[s["name"]][k])
                              for s in steps if s["check"]}
         images.append(img)
     budget = sum(plan.cycle_estimate().values())
@@ -58,6 +59,17 @@ def accel_case(ir, plan, x, *, layers=True) -> dict:
     if plan.weights_loaded:
         case["loaded_words"] = [int(w) for w in plan.loaded_words]
     return case
+
+
+def _stored_order(plan, name, t) -> list[int]:
+    """Tensor `t` [C, H, W] as its channels' words lie in memory (a deinterleaved tensor:
+    each row's even columns, then its odd ones)."""
+    t = np.asarray(t)
+    C = t.shape[0]
+    flat = t.reshape(C, -1)
+    out = np.empty_like(flat)
+    out[:, plan.pixel_order(name)] = flat
+    return [int(v) for v in out.reshape(-1)]
 
 
 def check_accel(ir, x, sim, *, po=4, pi=1, px=1, layers=True, words=None, plan=None, tag=None,
