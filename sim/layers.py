@@ -184,7 +184,7 @@ def downsample_ir(seed: int = 0, *, size: int = 8, batch: int = 2) -> tuple[IR, 
     downsampling block (stride-2 conv and option-A shortcut); returns (ir, golden env).
 
     input int8 [3, size, size] -> `stem` (int8 weights, APoT out) -> `c1` (stride 2,
-      uniform 4-bit out) and `sc` (shortcut: stride 2, channels 0..5 then 2 zero ones)
+      uniform 4-bit out) and `sc` (shortcut: stride 2, a zero channel, channels 0..5, a zero one)
       -> `c2` (APoT out, residual = sc) -> `c3` (stride 1) -> flatten -> `fc` (logits)
     """
     rng = np.random.default_rng(seed)
@@ -195,7 +195,7 @@ def downsample_ir(seed: int = 0, *, size: int = 8, batch: int = 2) -> tuple[IR, 
     env = {"input": x.astype(np.int64)}
     _add_layer(ir, rng, env, name="stem", op="conv2d", src="input", out_ch=6, wscheme="int8", act="apot")
     _add_layer(ir, rng, env, name="c1", op="conv2d", src="stem", out_ch=8, stride=2, act="uniform")
-    src = list(range(6)) + [-1, -1]
+    src = [-1] + list(range(6)) + [-1]
     h = -(-size // 2)
     graph["nodes"].append({"op": "shortcut", "name": "sc", "input": "stem", "stride": 2, "src": src,
                            "out": dict(ir.tensor("stem"), shape=[len(src), h, h])})

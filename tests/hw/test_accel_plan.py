@@ -69,7 +69,7 @@ def test_resnet20_plan_shapes_buffers_and_weights():
     ir = _export("resnet20")
     p = make_plan(ir, po=12, px=4)
     assert [s.op for s in p.steps].count("conv") == 20
-    assert [s.op for s in p.steps].count("shortcut") == 2
+    assert [s.op for s in p.steps].count("shortcut") == 2   # PI = 1: 4 banks, no deinterleaving
     assert p.act_buffers == 3          # ping-pong + the block input kept for the residual add
     assert p.buf_words == 12 * 32 * 32
     assert p.act_bits == 8             # int8 input and the 8-bit gap codes
@@ -118,6 +118,13 @@ def test_deinterleaved_tensors_and_their_addresses():
     ir = _export("resnet20")
     p = make_plan(ir, po=12, pi=4, px=8)
     assert p.deinterleaved == {"s1b2_conv2": 32, "s2b2_conv2": 16}
+    # their option-A shortcuts (channels copied into lo .. lo + C - 1) fold into the
+    # residual reads of the blocks' conv2: no step, no buffer
+    assert p.folded == {"s2b0_shortcut": ("s1b2_conv2", 5), "s3b0_shortcut": ("s2b2_conv2", 11)}
+    assert "shortcut" not in [s.op for s in p.steps]
+    c2 = next(s for s in p.steps if s.name == "s2b0_conv2")
+    assert c2.res_fold and (c2.res_lo, c2.res_hi) == (5, 17)
+    assert c2.res_base == p.tensor_addr["s1b2_conv2"][0] and c2.res_hwp == p.tensor_layout["s1b2_conv2"][3]
     assert [dil_column(x, 8) for x in range(-1, 9)] == [3, 0, 4, 1, 5, 2, 6, 3, 7, 4]
     base, C, HW, HWp = p.tensor_layout["s1b2_conv2"]
     addr = p.element_addresses("s1b2_conv2")

@@ -114,9 +114,9 @@ def test_accel_corrupted_table_is_caught():
 def test_accel_downsampling_block_deinterleaved():
     """A ResNet downsampling block (stride-2 conv + option-A shortcut, both reading the
     stem's output): with the stem's output stored column-deinterleaved the stride-2 conv
-    uses all PX pixel lanes; every layer equals the golden model's, and the run takes
-    fewer clocks than the same network with the plain layout (half the lanes), which
-    must be bit-exact too."""
+    uses all PX pixel lanes and the shortcut is folded into c2's residual read; every
+    layer equals the golden model's, and the run takes fewer clocks than the same network
+    with the plain layout (half the lanes, a shortcut step), which must be bit-exact too."""
     _need("verilator")
     ir, env = downsample_ir(3, size=8)
     x = env["input"]
@@ -124,6 +124,9 @@ def test_accel_downsampling_block_deinterleaved():
     dil = make_plan(ir, **kw)
     plain = make_plan(ir, deinterleave=False, **kw)
     assert dil.deinterleaved == {"stem": 8} and plain.deinterleaved == {}
+    # the shortcut has no step: c2 reads its residual from the stem's output
+    assert dil.folded == {"sc": ("stem", 1)} and "sc" not in [s.name for s in dil.steps]
+    assert "sc" in [s.name for s in plain.steps]
     c1 = next(s for s in dil.steps if s.name == "c1")
     assert c1.dil_in and c1.L == 4 and next(s for s in plain.steps if s.name == "c1").L == 2
     reps = []

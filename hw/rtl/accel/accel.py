@@ -57,6 +57,7 @@ __all__ = ["Accelerator", "dbg_latency", "descriptor_layout", "descriptor_record
 OPS = {"conv": 0, "maxpool": 1, "gap": 2, "shortcut": 3}
 MODES = {"int": 0, "identity": 1, "levels": 2}
 ACTS = {"none": 0, "clip": 1, "thresholds": 2}
+ENUM_BITS = {"op": 2, "in_mode": 2, "res_mode": 2, "act": 2}
 # the PEs: product register, and the first adder level registered too (`ShiftAddDotPE`
 # split): the term logic, the adder tree and the accumulator in three clocks; with a
 # deep pipeline the PEs' inputs go through per-PE flip-flops first (`in_reg`)
@@ -78,7 +79,7 @@ def _log2(v: int) -> int:
     return int(v).bit_length() - 1
 
 
-SIGNED_FIELDS = {"dix", "diy", "drow", "wrap_lim", "wrap_ix", "wrap_row", "k_row", "kx_a", "kx_b"}
+SIGNED_FIELDS = {"dix", "diy", "drow", "wrap_lim", "wrap_ix", "wrap_row", "k_row", "kx_a", "kx_b", "res_off0"}
 
 
 def dil_halves(plan: Plan) -> list[int]:
@@ -108,6 +109,11 @@ def descriptor_records(plan: Plan) -> list[dict]:
             kx_a=s.kx_a, kx_b=s.kx_b,                   # koff step when kx advances (even, odd kx)
             pick=s.pick,                                # lane j's window element: j * pick
             dil_out=int(s.dil_out), wmask=s.Wo - 1 if s.dil_out else 0,
+            # residual read (plan.folded_shortcuts): channel o at (o - res_lo) * res_hwp,
+            # zero outside [res_lo, res_hi); group pixel p at p + 3 * (p & rmask)
+            res_hwp=s.res_hwp, res_off0=-s.res_lo * s.res_hwp, og_res=PO * s.res_hwp,
+            res_lo=s.res_lo, res_hi=s.res_hi,
+            rmask=((1 << s.HoWo.bit_length()) - 1) ^ (s.Wo - 1) if s.res_fold else 0,
             hsel=halves.index(s.Wo // 2) if s.dil_out else 0,
             og_out=PO * s.HWp_out,                      # output offset of one channel group
             row_step=st * s.W,                          # maxpool / shortcut: next output row
@@ -136,7 +142,8 @@ def descriptor_layout(plan: Plan, recs=None):
         if k in signed_fields:
             fields[k] = signed(_sbits(min(vals + [0]), max(vals + [0])))
         else:
-            fields[k] = unsigned(_ubits(max(vals)))
+            # the enumerations at their full width: a Switch on them names every case
+            fields[k] = unsigned(max(_ubits(max(vals)), ENUM_BITS.get(k, 0)))
     return data.StructLayout(fields)
 
 
@@ -385,6 +392,7 @@ class Accelerator(wiring.Component):
         koff = Signal(signed(AW + 2))
         wrow = Signal(max(1, max(len(w) for w in p.wmem).bit_length() + 1))
         og_out = Signal(AW + 1)         # og * PO * HWp_out
+        og_res = Signal(signed(AW + 2))  # (og * PO - res_lo) * res_hwp
         og_ch = Signal(range(max(2, max(r["OG"] for r in self.recs) * PO + 1)))
         issuing = Signal()
         row0 = Signal(signed(AW + 2))   # lane 0's iy*W + ix
@@ -459,9 +467,10 @@ class Accelerator(wiring.Component):
         pv0 = [Signal(name=f"pv0_{j}") for j in range(PX)]
         ps0 = Signal.like(ps, name="ps0")
         grp_pix0 = Signal(AW + 1)
-        grp_ch0, grp_out0 = Signal.like(og_ch), Signal.like(og_out)
+        grp_ch0, grp_out0, grp_res0 = Signal.like(og_ch), Signal.like(og_out), Signal.like(og_res)
         m.d.sync += [a.eq(b) for a, b in zip(ok0, lane_ok)] + [a.eq(b) for a, b in zip(pv0, pixok)]
-        m.d.sync += [ps0.eq(ps), grp_pix0.eq(lanes[0]["pix"]), grp_ch0.eq(og_ch), grp_out0.eq(og_out)]
+        m.d.sync += [ps0.eq(ps), grp_pix0.eq(lanes[0]["pix"]), grp_ch0.eq(og_ch), grp_out0.eq(og_out),
+                     grp_res0.eq(og_res)]
         window = lane_mem.window_read(starts_r)
         # stage 0rr: the banks' addresses in their flip-flops (lane_mem.latency); the weight
         # row waits there too, and the issue's flags with it
@@ -479,15 +488,16 @@ class Accelerator(wiring.Component):
         pv00 = [Signal(name=f"pv00_{j}") for j in range(PX)]
         ps00 = Signal.like(ps, name="ps00")
         grp_pix00 = Signal.like(grp_pix0)
-        grp_ch00, grp_out00 = Signal.like(og_ch), Signal.like(og_out)
+        grp_ch00, grp_out00, grp_res00 = Signal.like(og_ch), Signal.like(og_out), Signal.like(og_res)
         m.d.sync += [a.eq(b) for a, b in zip(ok00, ok0)] + [a.eq(b) for a, b in zip(pv00, pv0)]
-        m.d.sync += [ps00.eq(ps0), grp_pix00.eq(grp_pix0), grp_ch00.eq(grp_ch0), grp_out00.eq(grp_out0)]
+        m.d.sync += [ps00.eq(ps0), grp_pix00.eq(grp_pix0), grp_ch00.eq(grp_ch0), grp_out00.eq(grp_out0),
+                     grp_res00.eq(grp_res0)]
 
         # pipeline stage 1 (data from the memories) and 2 (accumulators updated)
         ok1 = [Signal(name=f"ok1_{j}") for j in range(PX)]
         pv1 = [Signal(name=f"pv1_{j}") for j in range(PX)]
         grp_pix1 = Signal(AW + 1)
-        grp_ch1, grp_out1 = Signal.like(og_ch), Signal.like(og_out)
+        grp_ch1, grp_out1, grp_res1 = Signal.like(og_ch), Signal.like(og_out), Signal.like(og_res)
         m.d.sync += [v1.eq(fire00), first1.eq(first00), last1.eq(last00)]
         ps1 = Signal.like(ps)
         ok1b = stage(ok1, "ok1b", deep)
@@ -497,16 +507,18 @@ class Accelerator(wiring.Component):
             m.d.sync += [o.eq(k) for o, k in zip(ok1, ok00)] + [ps1.eq(ps00)]
             with m.If(last00):
                 m.d.sync += [a.eq(b) for a, b in zip(pv1, pv00)]
-                m.d.sync += [grp_pix1.eq(grp_pix00), grp_ch1.eq(grp_ch00), grp_out1.eq(grp_out00)]
+                m.d.sync += [grp_pix1.eq(grp_pix00), grp_ch1.eq(grp_ch00), grp_out1.eq(grp_out00),
+                             grp_res1.eq(grp_res00)]
 
         with m.If(conv_go):
             m.d.sync += [issuing.eq(1), og.eq(0), pg.eq(0), t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0),
-                         koff.eq(0), wrow.eq(d.wbase), og_out.eq(0), og_ch.eq(0)] + lanes_reset()
+                         koff.eq(0), wrow.eq(d.wbase), og_out.eq(0), og_res.eq(d.res_off0), og_ch.eq(0)] + lanes_reset()
         with m.Elif(fire):
             with m.If(last_step):
                 m.d.sync += [t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0), koff.eq(0)]
                 with m.If(pg == d.PG - 1):
                     m.d.sync += [pg.eq(0), og.eq(og + 1), wrow.eq(wrow + d.S), og_out.eq(og_out + d.og_out),
+                                 og_res.eq(og_res + d.og_res),
                                  og_ch.eq(og_ch + PO)] + lanes_reset()
                     with m.If(og == d.OG - 1):
                         m.d.sync += issuing.eq(0)
@@ -608,9 +620,9 @@ class Accelerator(wiring.Component):
         # stage 2: the finished group into the shadow rows (one row = one output channel)
         grp_pix2 = Signal.like(grp_pix1)
         pv2 = [Signal(name=f"pv2_{j}") for j in range(PX)]
-        grp_ch2, grp_out2 = Signal.like(og_ch), Signal.like(og_out)
+        grp_ch2, grp_out2, grp_res2 = Signal.like(og_ch), Signal.like(og_out), Signal.like(og_res)
         with m.If(last1):
-            m.d.sync += [grp_pix2.eq(grp_pix1), grp_ch2.eq(grp_ch1), grp_out2.eq(grp_out1)]
+            m.d.sync += [grp_pix2.eq(grp_pix1), grp_ch2.eq(grp_ch1), grp_out2.eq(grp_out1), grp_res2.eq(grp_res1)]
             m.d.sync += [a.eq(b) for a, b in zip(pv2, pv1)]
         shadow = [[Signal(signed(ACC), name=f"sh{o}_{j}") for j in range(PX)] for o in range(PO)]
         spv = [Signal(name=f"spv{j}") for j in range(PX)]
@@ -620,14 +632,19 @@ class Accelerator(wiring.Component):
         s_off = Signal(AW + 1)           # og*PO*HWp_out + o*HWp_out
         # the group's write offset: its first pixel's word, x0 / 2 in a deinterleaved row
         spix_w = Signal.like(grp_pix1)
+        # the residual's: channel offset (o - res_lo) * res_hwp, pixel offset (rmask)
+        s_roff = Signal.like(og_res)
+        spix_r = Signal(AW + 2)
         with m.If(lastc):
             m.d.sync += [shadow[o][j].eq(pes[o][j].acc) for o in range(PO) for j in range(PX)]
             m.d.sync += [a.eq(b) for a, b in zip(spv, pv2)]
             m.d.sync += [spix.eq(grp_pix2), drain_busy.eq(1), s_o.eq(0), s_ch.eq(grp_ch2), s_off.eq(grp_out2)]
             m.d.sync += spix_w.eq(grp_pix2 - Mux(d.dil_out, (grp_pix2 & d.wmask) >> 1, 0))
+            m.d.sync += [s_roff.eq(grp_res2), spix_r.eq(grp_pix2 + 3 * (grp_pix2 & d.rmask))]
         with m.Elif(drain_busy):
             m.d.sync += [shadow[o][j].eq(shadow[o + 1][j]) for o in range(PO - 1) for j in range(PX)]
-            m.d.sync += [s_o.eq(s_o + 1), s_ch.eq(s_ch + 1), s_off.eq(s_off + d.HWp_out)]
+            m.d.sync += [s_o.eq(s_o + 1), s_ch.eq(s_ch + 1), s_off.eq(s_off + d.HWp_out),
+                         s_roff.eq(s_roff + d.res_hwp)]
             with m.If(s_o == PO - 1):
                 m.d.sync += drain_busy.eq(0)
         drain_req_valid = Signal()
@@ -761,7 +778,7 @@ class Accelerator(wiring.Component):
         aux_start = Signal(AW)
         req_off = Signal(AW + 1)
         with m.If(drain_busy):
-            m.d.comb += aux_start.eq(d.res_base + req_off)
+            m.d.comb += aux_start.eq(d.res_base + req_off)   # the residual's window
         with m.Elif(mstate != 0):
             m.d.comb += aux_start.eq(maddr)
         with m.Else():
@@ -811,11 +828,13 @@ class Accelerator(wiring.Component):
         req_acc = [Signal(signed(ACC), name=f"req_acc{j}") for j in range(PX)]
         req_pv = [Signal(name=f"req_pv{j}") for j in range(PX)]
         req_ch = Signal.like(og_ch)
-        req_woff = Signal.like(req_off)      # the write's offset (req_off: the residual's)
+        req_woff = Signal(AW + 1)            # the write's offset (req_off: the residual's)
+        req_rz = Signal()                    # this channel's residual is zero (folded shortcut)
         m.d.comb += [
             req_valid.eq(drain_req_valid | gap_req),
             req_ch.eq(Mux(drain_busy, s_ch, gap_ch)),
-            req_off.eq(Mux(drain_busy, s_off + spix, gap_off)),
+            req_off.eq(s_roff + spix_r),
+            req_rz.eq((s_ch < d.res_lo) | (s_ch >= d.res_hi)),
             req_woff.eq(Mux(drain_busy, s_off + spix_w, gap_off)),
         ]
         m.d.comb += [req_acc[j].eq(Mux(drain_busy, shadow[0][j], gap_acc if j == 0 else 0)) for j in range(PX)]
@@ -826,7 +845,7 @@ class Accelerator(wiring.Component):
         # before (deep: two, their ROM's outputs into flip-flops: the multipliers follow
         # and the ROM may be block RAM). Then, one clock each: products; their sum (deep); the shift; the
         # activation rule's comparisons (deep); the code (r2), written on the next clock.
-        rq = [req_valid, req_woff, req_ch] + req_acc + req_pv
+        rq = [req_valid, req_woff, req_ch, req_rz] + req_acc + req_pv
         rq_valids = []
         for k in range(AUX_LAT + 1):
             if k == AUX_LAT - int(deep):
@@ -834,8 +853,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += rp.addr.eq(d.cbase + rq[2])
             rq = stage(rq, f"rq{k}")
             rq_valids.append(rq[0])
-        r1c_valid, r1c_off, r1c_ch = rq[:3]
-        r1c_acc, r1c_pv = rq[3:3 + PX], rq[3 + PX:]
+        r1c_valid, r1c_off, r1c_ch, r1c_rz = rq[:4]
+        r1c_acc, r1c_pv = rq[4:4 + PX], rq[4 + PX:]
         c_mult, c_rmult, c_bias = stage([crp["mult"].data, crp["rmult"].data, crp["bias"].data], "consts", deep)
         # the flags wait for the products, their sum, the shift, the comparisons, the code
         tail = [r1c_valid, r1c_off, r1c_ch] + r1c_pv
@@ -851,7 +870,7 @@ class Accelerator(wiring.Component):
             pa = Signal(signed(ACC + p.const_bits["mult"]), name=f"prod_acc{j}")
             pr = Signal(signed(VB + p.const_bits["rmult"]), name=f"prod_res{j}")
             pb = Signal(signed(p.const_bits["bias"]), name=f"bias_r{j}")
-            m.d.sync += [pa.eq(r1c_acc[j] * c_mult), pr.eq(Mux(d.has_res, res_v * c_rmult, 0)),
+            m.d.sync += [pa.eq(r1c_acc[j] * c_mult), pr.eq(Mux(d.has_res & ~r1c_rz, res_v * c_rmult, 0)),
                          pb.eq(c_bias)]
             ssum_c = Signal(signed(SUMB), name=f"ssum_c{j}")
             m.d.comb += ssum_c.eq(pa + pb + pr)

@@ -147,6 +147,14 @@ class Step:
     kx_a: int = 1             # koff advance from an even kx to the next, from an odd one
     kx_b: int = 1
     k_row: int = 0            # koff advance from the last kx of a kernel row to the next row
+    # residual read (`folded_shortcuts`): output channel o reads channel o - res_lo of the
+    # residual tensor (channel stride res_hwp; zero outside [res_lo, res_hi)), output pixel
+    # (y, x) reads its word y * res_row + x (res_row = 4 Wo: row 2y of a deinterleaved
+    # tensor twice as wide, whose even columns come first)
+    res_fold: bool = False
+    res_hwp: int = 0
+    res_lo: int = 0
+    res_hi: int = 0
     # reads / writes of the step (for the report and the test)
     node_out: str = ""
     macs: int = 0
@@ -197,6 +205,9 @@ class Plan:
     deep_pipeline: bool = True
     # tensors stored column-deinterleaved: name -> W (`deinterleaved_tensors`)
     deinterleaved: dict = field(default_factory=dict)
+    # option-A shortcuts read by their block's conv2 straight from the block input:
+    # name -> (its input, first output channel of the copy)
+    folded: dict = field(default_factory=dict)
 
     @property
     def loaded_words(self):
@@ -351,7 +362,7 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
     nodes = ir.nodes
     out_name = ir.graph["output"]
     # ---- which tensors are stored, their readers
-    alias = {}          # flatten -> its input
+    alias = {}          # flatten (and a folded shortcut) -> its input
     def root(n):
         while n in alias:
             n = alias[n]
@@ -359,6 +370,10 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
     for n in nodes:
         if n["op"] == "flatten":
             alias[n["name"]] = n["input"]
+    dil = deinterleaved_tensors(ir, root, pi, px) if deinterleave else {}
+    folded = folded_shortcuts(ir, root, dil, px) if deinterleave else {}
+    for k, (src_t, _) in folded.items():
+        alias[k] = src_t            # no tensor of its own: the block input stays alive
     last_use = {}
     for k, n in enumerate(nodes):
         srcs = [n["input"]]
@@ -366,7 +381,6 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
             srcs.append(n["requant"]["residual"]["input"])
         for s in srcs:
             last_use[root(s)] = k
-    dil = deinterleaved_tensors(ir, root, pi, px) if deinterleave else {}
     # ---- word sizes and widths
     def chw(t):
         sh = list(t["shape"]) + [1, 1]
@@ -374,7 +388,8 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
     def words_of(t):
         c, hw = chw(t)
         return c * channel_stride(hw, pi, px)
-    stored = ["input"] + [n["name"] for n in nodes if n["op"] != "flatten" and n["name"] != out_name]
+    stored = ["input"] + [n["name"] for n in nodes if n["op"] != "flatten" and n["name"] != out_name
+                          and n["name"] not in folded]
     act_bits = 1
     for name in stored:
         t = ir.tensor(name)
@@ -394,7 +409,7 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
         return len(busy_until) - 1
     buf_of["input"] = alloc("input", -1)
     for k, n in enumerate(nodes):
-        if n["op"] == "flatten" or n["name"] == out_name:
+        if n["op"] == "flatten" or n["name"] == out_name or n["name"] in folded:
             continue
         # a node may not overwrite its own inputs: they are busy through step k
         buf_of[n["name"]] = alloc(n["name"], k)
@@ -414,7 +429,7 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
     acc_bits, sum_bits, vbits, macs_total = 2, 2, 2, 0
     for k, n in enumerate(nodes):
         op, name = n["op"], n["name"]
-        if op == "flatten":
+        if op == "flatten" or name in folded:
             continue
         tin = ir.tensor(n["input"])
         rin = ir.tensor(root(n["input"]))   # a flatten's input: what the memory holds
@@ -535,6 +550,12 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
                 st.has_res = True
                 st.res_base = tensor_addr[root(r["input"])][0]
                 st.res_mode, st.res_levels = _decode_mode(ir.tensor(r["input"]), level_tables)
+                st.res_hwp, st.res_lo, st.res_hi = st.HWp_out, 0, st.O
+                if r["input"] in folded:
+                    src_t, lo = folded[r["input"]]
+                    st.res_fold = True
+                    st.res_hwp = channel_stride(int(np.prod(ir.tensor(src_t)["shape"][1:])), pi, px)
+                    st.res_lo, st.res_hi = lo, lo + ir.tensor(src_t)["shape"][0]
                 consts["rmult"].extend(int(v) for v in ir.array(r["mult"]))
             else:
                 consts["rmult"].extend(0 for _ in range(st.O))
@@ -567,6 +588,7 @@ def make_plan(ir, *, po: int = 8, pi: int = 1, px: int = 1, words: dict | None =
     outt = ir.tensor(out_name)
     inp = ir.tensor("input")
     return Plan(weights_loaded=bool(weights_loaded), deep_pipeline=bool(deep_pipeline), deinterleaved=dil,
+                folded=folded,
                 name=ir.graph["name"], PO=po, PX=px, PI=pi, steps=steps, act_bits=act_bits,
                 act_buffers=len(busy_until), buf_words=buf_words, tensor_addr=tensor_addr,
                 tensor_layout=tensor_layout,
@@ -589,6 +611,42 @@ def neg_correction(pass_words, n_out: int, per_out: int) -> list[int]:
         negs += (pw >> (t * (sb + 2) + sb)) & 1
     scale = np.array([1 << (4 * q) for q in range(pw.shape[2])], dtype=np.int64)
     return [int(v) for v in (negs * scale).sum(axis=(1, 2))]
+
+
+def folded_shortcuts(ir, root, dil: dict, px: int) -> dict:
+    """{shortcut: (input, lo)} of the option-A shortcuts that need no step of their own:
+    stride 2 over a deinterleaved tensor (row 2y's even columns are then its first W / 2
+    words: a raster group of the output is PX consecutive words), the output channels
+    lo .. lo + C - 1 a copy of input channels 0 .. C - 1 and the rest zero, read only as
+    the residual of one conv whose raster groups lie in one row (Wo a power of two and
+    a multiple of PX). The conv reads the residual from the block input (module docstring
+    of accel.py): about O * Ho * (Wo / PX + 2) clocks fewer per shortcut."""
+    uses = {}
+    for n in ir.nodes:
+        uses.setdefault(n["input"], []).append((n, "input"))
+        rq = n.get("requant")
+        if rq and rq.get("residual"):
+            uses.setdefault(rq["residual"]["input"], []).append((n, "residual"))
+    out = {}
+    for n in ir.nodes:
+        if n["op"] != "shortcut" or n["stride"] != 2 or root(n["input"]) not in dil:
+            continue
+        src = [int(v) for v in n["src"]]
+        C = ir.tensor(root(n["input"]))["shape"][0]
+        lo = next((k for k, v in enumerate(src) if v >= 0), 0)
+        if src != [-1] * lo + list(range(C)) + [-1] * (len(src) - lo - C):
+            continue
+        us = uses.get(n["name"], [])
+        if len(us) != 1 or us[0][1] != "residual" or us[0][0]["op"] != "conv2d":
+            continue
+        r = us[0][0]
+        _, Ho, Wo = r["out"]["shape"]
+        _, H, W = ir.tensor(root(n["input"]))["shape"]
+        if r["stride"] != 1 or list(n["out"]["shape"][1:]) != [Ho, Wo] or [H, W] != [2 * Ho, 2 * Wo] \
+                or not _pow2(Wo) or Wo % px:
+            continue
+        out[n["name"]] = (root(n["input"]), lo)
+    return out
 
 
 def _pixel_groups(st: Step, px: int) -> None:
