@@ -185,7 +185,7 @@ def downsample_ir(seed: int = 0, *, size: int = 8, batch: int = 2) -> tuple[IR, 
 
     input int8 [3, size, size] -> `stem` (int8 weights, APoT out) -> `c1` (stride 2,
       uniform 4-bit out) and `sc` (shortcut: stride 2, a zero channel, channels 0..5, a zero one)
-      -> `c2` (APoT out, residual = sc) -> `c3` (stride 1) -> flatten -> `fc` (logits)
+      -> `c2` (APoT out, residual = sc) -> `c3` (1x1: few clocks a group) -> flatten -> `fc` (logits)
     """
     rng = np.random.default_rng(seed)
     graph = {"format": "shiftq-ir", "version": 1, "name": f"downsample{seed}",
@@ -201,7 +201,7 @@ def downsample_ir(seed: int = 0, *, size: int = 8, batch: int = 2) -> tuple[IR, 
                            "out": dict(ir.tensor("stem"), shape=[len(src), h, h])})
     env["sc"] = _node_out(ir, env, graph["nodes"][-1])
     _add_layer(ir, rng, env, name="c2", op="conv2d", src="c1", out_ch=8, act="apot", residual="sc")
-    _add_layer(ir, rng, env, name="c3", op="conv2d", src="c2", out_ch=8, act="apot")
+    _add_layer(ir, rng, env, name="c3", op="conv2d", src="c2", out_ch=8, kernel=1, padding=0, act="apot")
     graph["nodes"].append({"op": "flatten", "name": "flat", "input": "c3",
                            "out": dict(ir.tensor("c3"), shape=[8 * h * h])})
     env["flat"] = _node_out(ir, env, graph["nodes"][-1])

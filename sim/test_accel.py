@@ -107,11 +107,12 @@ class AccelDriver:
         return out, int(d.klass.value), int(d.cycles.value)
 
     async def infer(self, img, check_layers):
-        """Run one image; returns (logits, class, cycles, {step name: words})."""
+        """Run one image; returns (logits, class, cycles, {step name: words}, {step name:
+        clocks}: a step's clocks are read from `cycles` at its pause (step mode only))."""
         d = self.dut
         d.step_mode.value = 1 if check_layers else 0
         await self.send(img["input"])
-        layers = {}
+        layers, step_cycles, prev = {}, {}, 0
         timeout = 20 * self.c["cycle_budget"] + 100000  # ns: twice the plan's cycle estimate
         for _ in range(len(self.c["steps"]) + 1):
             await self.wait_event(timeout)
@@ -121,13 +122,15 @@ class AccelDriver:
                 raise AssertionError(f"timeout: neither paused nor output valid (step {int(d.step_idx.value)})")
             k = int(d.step_idx.value)
             st = self.c["steps"][k]
+            now = int(d.cycles.value)
+            step_cycles[st["name"]], prev = now - prev, now
             if st["check"]:
                 layers[st["name"]] = await self.read_act(st["segments"])
             d.resume.value = 1
             await FallingEdge(d.clk)
             d.resume.value = 0
         logits, klass, cycles = await self.read_logits(self.c["n_out"])
-        return logits, klass, cycles, layers
+        return logits, klass, cycles, layers, step_cycles
 
 
 @cocotb.test()
@@ -140,8 +143,8 @@ async def accel_matches_golden(dut):
     t0 = time.perf_counter()
     for n, img in enumerate(c["images"]):
         check = bool(img.get("layers"))
-        logits, klass, cycles, layers = await drv.infer(img, check)
-        r = dict(image=n, cycles=cycles, klass=klass, want_klass=img["klass"],
+        logits, klass, cycles, layers, step_cycles = await drv.infer(img, check)
+        r = dict(image=n, cycles=cycles, step_cycles=step_cycles, klass=klass, want_klass=img["klass"],
                  logits_ok=logits == img["logits"], klass_ok=klass == img["klass"], layer_mismatches={})
         if not r["logits_ok"] and len(first_bad) < 4:
             first_bad.append(dict(image=n, got=logits, want=img["logits"]))

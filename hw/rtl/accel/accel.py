@@ -22,8 +22,9 @@ Organisation (one design for every network; the plan sizes it):
   pipeline (constants read per channel, the residual read through the auxiliary port,
   the IR's rule with a per-step shift and activation), which writes the code to the
   activation memory, or the logit to the logits registers (and updates the argmax).
-  A group's drain (PO*PX clocks) overlaps the next group's compute; if it is longer
-  than S the issue stage waits (the stem: S = 27).
+  A group's drain (PO clocks, PX results each) overlaps the next group's compute; a
+  group's last issue waits until max(PO, 7) clocks have passed since the previous
+  group's (`since_last`, GAP), so a group takes max(S, GAP) clocks.
 - **Misc steps** (maxpool, gap, shortcut) run one element per clock through the
   auxiliary read port; gap's sums go through the same requantization pipeline.
 - **Weights**: one memory per weight format (T, max_shift) holding the export's table
@@ -41,6 +42,8 @@ after the run (the board bridge uses it).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -50,7 +53,7 @@ from hw.ir import bits_signed, bits_unsigned
 from hw.rtl import KEEP_FF
 from hw.rtl.pe import ShiftAddDotPE, shift_bits
 
-from .plan import Plan
+from .plan import PE_SPLIT, Plan, group_gap, pe_latency
 
 __all__ = ["Accelerator", "dbg_latency", "descriptor_layout", "descriptor_records"]
 
@@ -58,14 +61,6 @@ OPS = {"conv": 0, "maxpool": 1, "gap": 2, "shortcut": 3}
 MODES = {"int": 0, "identity": 1, "levels": 2}
 ACTS = {"none": 0, "clip": 1, "thresholds": 2}
 ENUM_BITS = {"op": 2, "in_mode": 2, "res_mode": 2, "act": 2}
-# the PEs: product register, and the first adder level registered too (`ShiftAddDotPE`
-# split): the term logic, the adder tree and the accumulator in three clocks; with a
-# deep pipeline the PEs' inputs go through per-PE flip-flops first (`in_reg`)
-PE_SPLIT = True
-
-
-def pe_latency(deep: bool) -> int:
-    return 1 + int(PE_SPLIT) + int(deep)
 
 
 _ubits = bits_unsigned
@@ -430,12 +425,24 @@ class Accelerator(wiring.Component):
         m.d.comb += last_step.eq(t == d.S - 1)
         stall = Signal()
         last0, last00 = Signal(), Signal()   # the issue registered (stages 0r, 0rr, below)
-        in_flight = last0 | last00 | last1 | last1b | last2 | lastc
-        for lk in lastpe:
-            in_flight = in_flight | lk
-        m.d.comb += stall.eq(last_step & (drain_busy | in_flight))
+        # A group's last issue reaches lastc a fixed number of clocks later (the pipeline
+        # never stalls), and its drain then takes PO clocks: the next group's results may
+        # load the shadow rows PO clocks after this group's did. The group's pixel and
+        # channel registers (grp_*2) are held from last1 to lastc, so the next group's
+        # last1 may not come sooner either. A group's last issue therefore waits until
+        # GAP clocks have passed since the previous group's (not for the drain to end:
+        # that cost the 2-pass stem, S = 18, 5 clocks a group).
+        GAP = group_gap(PO, deep)
+        since_last = Signal(range(GAP + 1))
         fire = Signal()
+        m.d.comb += stall.eq(last_step & (since_last < GAP))
         m.d.comb += fire.eq(issuing & ~stall)
+        with m.If(conv_go):
+            m.d.sync += since_last.eq(GAP)
+        with m.Elif(fire & last_step):
+            m.d.sync += since_last.eq(1)
+        with m.Elif(since_last < GAP):
+            m.d.sync += since_last.eq(since_last + 1)
 
         # this clock's reads: PI windows of PX elements, channel lane i at i*HWp_in
         pixok, lane_ok = [], []
@@ -569,7 +576,9 @@ class Accelerator(wiring.Component):
         for f, ((T, MS), (rp, _)) in enumerate(zip(p.wformats, wrps)):
             sb = shift_bits(MS)
             tw = T * (2 + sb)
-            with m.If(d.wfmt == f):
+            # one format (the plan's PE format): the memory's word straight into w_r, no
+            # gate in the path that limits the clock (block RAM output across the die)
+            with (m.If(d.wfmt == f) if len(p.wformats) > 1 else nullcontext()):
                 for o in range(PO):
                     for i in range(PI):
                         word = rp.data[(o * PI + i) * tw:(o * PI + i + 1) * tw]

@@ -79,6 +79,22 @@ PE_TW = field_layout(PE_MAX_SHIFT, PE_TERMS)["word_bits"]
 MAX_PASSES = 4
 
 
+# the PEs: product register, and the first adder level registered too (`ShiftAddDotPE`
+# split): the term logic, the adder tree and the accumulator in three clocks; with a
+# deep pipeline the PEs' inputs go through per-PE flip-flops first (`in_reg`)
+PE_SPLIT = True
+
+
+def pe_latency(deep: bool) -> int:
+    return 1 + int(PE_SPLIT) + int(deep)
+
+
+def group_gap(po: int, deep: bool) -> int:
+    """Fewest clocks between two pixel groups' last issues (accel.py `since_last`): a
+    drain's PO clocks, and the group registers' hold from stage 1 to the shadow load."""
+    return max(po, 3 + int(deep) + pe_latency(deep))
+
+
 @dataclass
 class Step:
     """One descriptor: what the sequencer does for one node (plain numbers)."""
