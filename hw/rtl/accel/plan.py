@@ -280,15 +280,20 @@ class Plan:
         return mems
 
     def cycle_estimate(self) -> dict:
-        """Cycles per step of the sequencer (the RTL's own schedule; see accel.py)."""
+        """Cycles per step of the sequencer (the RTL's own schedule; see accel.py). A conv
+        takes max(S, GAP) clocks a pixel group, then the last group's drain (PO clocks)
+        and a fixed 28 (the descriptor load, the pipeline to the shadow rows, the
+        requantization and the write, the idle wait), as measured per step on ResNet-20
+        at 12 x 4 x 8 (sim/test_accel.py step_cycles: 37 to 40 above the groups)."""
         per = {}
+        gap = group_gap(self.PO, self.deep_pipeline)
         for s in self.steps:
             if s.op == "conv":
-                per[s.name] = s.OG * s.PG * max(s.S, self.PO + 1) + 12
+                per[s.name] = s.OG * s.PG * max(s.S, gap) + self.PO + 28
             elif s.op == "maxpool":
                 per[s.name] = s.O * s.HoWo * (s.KH * s.KW + 1) + 4
             elif s.op == "gap":
-                per[s.name] = s.C * (-(-s.HW // self.PX) + 1) + 8
+                per[s.name] = s.C * -(-s.HW // self.PX) + 25
             else:
                 per[s.name] = s.O * (s.Ho * -(-s.Wo // s.sl) + 2) + 8
         return per
