@@ -649,7 +649,10 @@ class Accelerator(wiring.Component):
             m.d.sync += [a.eq(b) for a, b in zip(spv, pv2)]
             m.d.sync += [spix.eq(grp_pix2), drain_busy.eq(1), s_o.eq(0), s_ch.eq(grp_ch2), s_off.eq(grp_out2)]
             m.d.sync += spix_w.eq(grp_pix2 - Mux(d.dil_out, (grp_pix2 & d.wmask) >> 1, 0))
-            m.d.sync += [s_roff.eq(grp_res2), spix_r.eq(grp_pix2 + 3 * (grp_pix2 & d.rmask))]
+            hi = Signal.like(grp_pix2, name="spix_hi")       # oy * Wo (folded shortcut)
+            m.d.comb += hi.eq(grp_pix2 & d.rmask)
+            # p + 3 (p & rmask) as shifts and adds: `3 * x` would become a DSP multiplier
+            m.d.sync += [s_roff.eq(grp_res2), spix_r.eq(grp_pix2 + (hi << 1) + hi)]
         with m.Elif(drain_busy):
             m.d.sync += [shadow[o][j].eq(shadow[o + 1][j]) for o in range(PO - 1) for j in range(PX)]
             m.d.sync += [s_o.eq(s_o + 1), s_ch.eq(s_ch + 1), s_off.eq(s_off + d.HWp_out),
