@@ -388,6 +388,9 @@ class Accelerator(wiring.Component):
         wrow = Signal(max(1, max(len(w) for w in p.wmem).bit_length() + 1))
         og_out = Signal(AW + 1)         # og * PO * HWp_out
         og_res = Signal(signed(AW + 2))  # (og * PO - res_lo) * res_hwp
+        # what only some plans use is not built for the others (the UP5K is nearly full)
+        has_fold = any(s.res_fold for s in p.steps)
+        kx_alt = any((s.kx_a, s.kx_b) != (1, 1) for s in p.steps if s.op == "conv")
         og_ch = Signal(range(max(2, max(r["OG"] for r in self.recs) * PO + 1)))
         issuing = Signal()
         row0 = Signal(signed(AW + 2))   # lane 0's iy*W + ix
@@ -519,13 +522,16 @@ class Accelerator(wiring.Component):
 
         with m.If(conv_go):
             m.d.sync += [issuing.eq(1), og.eq(0), pg.eq(0), t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0),
-                         koff.eq(0), wrow.eq(d.wbase), og_out.eq(0), og_res.eq(d.res_off0), og_ch.eq(0)] + lanes_reset()
+                         koff.eq(0), wrow.eq(d.wbase), og_out.eq(0), og_ch.eq(0)] + lanes_reset()
+            if has_fold:
+                m.d.sync += og_res.eq(d.res_off0)
         with m.Elif(fire):
             with m.If(last_step):
                 m.d.sync += [t.eq(0), ps.eq(0), kx.eq(0), ky.eq(0), chan.eq(0), koff.eq(0)]
                 with m.If(pg == d.PG - 1):
+                    if has_fold:
+                        m.d.sync += og_res.eq(og_res + d.og_res)
                     m.d.sync += [pg.eq(0), og.eq(og + 1), wrow.eq(wrow + d.S), og_out.eq(og_out + d.og_out),
-                                 og_res.eq(og_res + d.og_res),
                                  og_ch.eq(og_ch + PO)] + lanes_reset()
                     with m.If(og == d.OG - 1):
                         m.d.sync += issuing.eq(0)
@@ -557,7 +563,8 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += [ky.eq(ky + 1), koff.eq(koff + d.k_row)]
                 with m.Else():
-                    m.d.sync += [ps.eq(0), kx.eq(kx + 1), koff.eq(koff + Mux(kx[0], d.kx_b, d.kx_a))]
+                    m.d.sync += [ps.eq(0), kx.eq(kx + 1),
+                                 koff.eq(koff + (Mux(kx[0], d.kx_b, d.kx_a) if kx_alt else 1))]
 
         # stage 1: pick each lane's element of the window, decode, register
         values = [[None] * PX for _ in range(PI)]
@@ -648,7 +655,10 @@ class Accelerator(wiring.Component):
             m.d.sync += [shadow[o][j].eq(pes[o][j].acc) for o in range(PO) for j in range(PX)]
             m.d.sync += [a.eq(b) for a, b in zip(spv, pv2)]
             m.d.sync += [spix.eq(grp_pix2), drain_busy.eq(1), s_o.eq(0), s_ch.eq(grp_ch2), s_off.eq(grp_out2)]
-            m.d.sync += spix_w.eq(grp_pix2 - Mux(d.dil_out, (grp_pix2 & d.wmask) >> 1, 0))
+            if halves:
+                m.d.sync += spix_w.eq(grp_pix2 - Mux(d.dil_out, (grp_pix2 & d.wmask) >> 1, 0))
+            else:
+                m.d.sync += spix_w.eq(grp_pix2)
             hi = Signal.like(grp_pix2, name="spix_hi")       # oy * Wo (folded shortcut)
             m.d.comb += hi.eq(grp_pix2 & d.rmask)
             # p + 3 (p & rmask) as shifts and adds: `3 * x` would become a DSP multiplier
@@ -845,8 +855,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             req_valid.eq(drain_req_valid | gap_req),
             req_ch.eq(Mux(drain_busy, s_ch, gap_ch)),
-            req_off.eq(s_roff + spix_r),
-            req_rz.eq((s_ch < d.res_lo) | (s_ch >= d.res_hi)),
+            req_off.eq(s_roff + spix_r if has_fold else s_off + spix),
+            req_rz.eq((s_ch < d.res_lo) | (s_ch >= d.res_hi) if has_fold else 0),
             req_woff.eq(Mux(drain_busy, s_off + spix_w, gap_off)),
         ]
         m.d.comb += [req_acc[j].eq(Mux(drain_busy, shadow[0][j], gap_acc if j == 0 else 0)) for j in range(PX)]
