@@ -6,7 +6,8 @@ MAC bound MACs / PEs and the PE utilisation; and, where a bitstream was built
 yosys / nextpnr itself), LUT / FF / RAM / DSP use, Fmax, the yosys / nextpnr wall
 times, and images/s at Fmax and at the clock the bitstream runs at (= clock / cycles;
 the UART's transfer time excluded): the ULX3S's PLL output (design.json `clock_hz`),
-else the board's oscillator."""
+else the board's oscillator. A bitstream whose plan estimated other cycles than today's
+(design.json `cycles_estimate`) is of an earlier RTL: `synth_stale`, no images/s."""
 from __future__ import annotations
 
 import json
@@ -47,6 +48,8 @@ def synth_result(model, board, root=ROOT):
     if meta.exists():
         design = json.loads(meta.read_text())
         out["built_pe_array"] = [design.get("PO"), design.get("PI", 1), design.get("PX")]
+        if design.get("cycles_estimate") is not None:
+            out["built_cycles_estimate"] = design["cycles_estimate"]
         if design.get("clock_hz"):          # the PLL's output where the top has one
             out["clock_mhz"] = round(design["clock_hz"] / 1e6, 4)
             out["pll"] = bool(design.get("pll"))
@@ -62,8 +65,14 @@ def figures(plan, cycles, synth=None) -> dict:
     if synth:
         built = synth.get("built_pe_array")
         r.update(synth)
+        est = sum(plan.cycle_estimate().values())
         if built is not None and built != [plan.PO, plan.PI, plan.PX]:
             r["synth_stale"] = f"bitstream built for PO x PI x PX = {built}, not this plan"
+        elif synth.get("built_cycles_estimate") not in (None, est):
+            # the schedule model moved since the build: the bitstream is of an earlier RTL,
+            # whose Fmax says nothing about this one's
+            r["synth_stale"] = (f"bitstream built from an earlier RTL (its plan estimated "
+                                f"{synth['built_cycles_estimate']} cycles, this one {est}): rebuild it")
         elif isinstance(cycles, int) and cycles > 0:
             if synth.get("fmax_mhz"):
                 r["images_per_s_at_fmax"] = round(synth["fmax_mhz"] * 1e6 / cycles, 1)

@@ -19,6 +19,9 @@ class _Plan:
     def pes(self):
         return self.PO * self.PI * self.PX
 
+    def cycle_estimate(self):
+        return {"stem": 1000, "head": 3000}
+
 
 def _util(root, model="digitnet", board="ulx3s-85f", pe=(12, 4, 8), fmax=40.0, clock=25.0):
     d = Path(root) / "build" / model / "synth-accel" / board
@@ -69,6 +72,18 @@ def test_figures_flag_a_bitstream_of_another_pe_array(tmp_path):
     _util(tmp_path, pe=(12, 1, 4))
     r = ba.figures(_Plan(), 4000, ba.synth_result("digitnet", "ulx3s-85f", root=tmp_path))
     assert "synth_stale" in r and "images_per_s_at_fmax" not in r
+
+
+def test_figures_flag_a_bitstream_of_an_earlier_rtl(tmp_path):
+    """design.json's cycles_estimate is the plan's at build time: another one means the
+    schedule (the RTL) has changed since, and the bitstream's Fmax is not this RTL's."""
+    d = _util(tmp_path)
+    (d / "design.json").write_text(json.dumps({"PO": 12, "PI": 4, "PX": 8, "cycles_estimate": 4400}))
+    r = ba.figures(_Plan(), 4000, ba.synth_result("digitnet", "ulx3s-85f", root=tmp_path))
+    assert "earlier RTL" in r["synth_stale"] and "images_per_s_at_board_clock" not in r
+    (d / "design.json").write_text(json.dumps({"PO": 12, "PI": 4, "PX": 8, "cycles_estimate": 4000}))
+    r = ba.figures(_Plan(), 4000, ba.synth_result("digitnet", "ulx3s-85f", root=tmp_path))
+    assert "synth_stale" not in r and r["images_per_s_at_board_clock"] == 6250.0
 
 
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
