@@ -165,8 +165,8 @@ class Step:
     k_row: int = 0            # koff advance from the last kx of a kernel row to the next row
     # residual read (`folded_shortcuts`): output channel o reads channel o - res_lo of the
     # residual tensor (channel stride res_hwp; zero outside [res_lo, res_hi)), output pixel
-    # (y, x) reads its word y * res_row + x (res_row = 4 Wo: row 2y of a deinterleaved
-    # tensor twice as wide, whose even columns come first)
+    # (y, x) reads its word 4 Wo y + x (row 2y of a deinterleaved tensor twice as wide,
+    # whose even columns come first)
     res_fold: bool = False
     res_hwp: int = 0
     res_lo: int = 0
@@ -334,6 +334,17 @@ def dil_column(x: int, W: int) -> int:
     return x // 2 if x % 2 == 0 else W // 2 + x // 2
 
 
+def _uses(ir, key) -> dict:
+    """{key(tensor): [(node, "input" | "residual")]}: every read of every tensor."""
+    uses = {}
+    for n in ir.nodes:
+        uses.setdefault(key(n["input"]), []).append((n, "input"))
+        rq = n.get("requant")
+        if rq and rq.get("residual"):
+            uses.setdefault(key(rq["residual"]["input"]), []).append((n, "residual"))
+    return uses
+
+
 def deinterleaved_tensors(ir, root, pi: int, px: int) -> dict:
     """{tensor: W} of the tensors to store column-deinterleaved (module docstring): read
     only as the input of stride-2 convs (at least one) and stride-2 shortcuts, written
@@ -341,12 +352,7 @@ def deinterleaved_tensors(ir, root, pi: int, px: int) -> dict:
     of PX, and W / 2 + PX / 2 <= PI * PX (the write's two runs within one turn of the banks)."""
     if px < 2:
         return {}
-    uses = {}
-    for n in ir.nodes:
-        uses.setdefault(root(n["input"]), []).append((n, "input"))
-        rq = n.get("requant")
-        if rq and rq.get("residual"):
-            uses.setdefault(root(rq["residual"]["input"]), []).append((n, "residual"))
+    uses = _uses(ir, root)
     out = {}
     for n in ir.nodes:
         name = n["name"]
@@ -642,12 +648,7 @@ def folded_shortcuts(ir, root, dil: dict, px: int) -> dict:
     the residual of one conv whose raster groups lie in one row (Wo a power of two and
     a multiple of PX). The conv reads the residual from the block input (module docstring
     of accel.py): about O * Ho * (Wo / PX + 2) clocks fewer per shortcut."""
-    uses = {}
-    for n in ir.nodes:
-        uses.setdefault(n["input"], []).append((n, "input"))
-        rq = n.get("requant")
-        if rq and rq.get("residual"):
-            uses.setdefault(rq["residual"]["input"], []).append((n, "residual"))
+    uses = _uses(ir, lambda t: t)
     out = {}
     for n in ir.nodes:
         if n["op"] != "shortcut" or n["stride"] != 2 or root(n["input"]) not in dil:
