@@ -156,6 +156,13 @@ def _rotate(m, vec, amount, width, left=False, name="rot"):
     return [cur[L * width:(L + 1) * width] for L in range(n)]
 
 
+class _Word:
+    """A read port's stand-in: `data` is a word picked from several block RAMs."""
+
+    def __init__(self, data):
+        self.data = data
+
+
 class _BankedMemory:
     """One copy of the activation memory: NB banks, element a in bank a mod NB at row
     a // NB. `window_read(starts)` issues one read per bank for up to PI windows of PX
@@ -308,11 +315,37 @@ class Accelerator(wiring.Component):
                 m.d.comb += [wp.addr.eq(waddr), rp.addr.eq(waddr), wp.en.eq(self.wl_en), wp.data.eq(self.wl_data),
                              rp.en.eq(~self.wl_en)]
                 wrps.append((rp, waddr))
+            elif p.weight_bank_depth(f):
+                # banks one block RAM deep, each bank's word into flip-flops before the
+                # bank pick (Plan.weight_bank_depth): `rp` is a stand-in whose data is the
+                # picked word, one clock later than a memory's
+                bd = p.weight_bank_depth(f)
+                waddr = Signal(range(max(2, len(words))), name=f"wmem{f}_addr")
+                sel = waddr >> _log2(bd)
+                sel_r, sel_rr = Signal.like(sel, name=f"wbank{f}_r"), Signal.like(sel, name=f"wbank{f}_rr")
+                m.d.sync += [sel_r.eq(sel), sel_rr.eq(sel_r)]
+                outs = []
+                for b in range(-(-len(words) // bd)):
+                    chunk = words[b * bd:(b + 1) * bd]
+                    mem = Memory(shape=unsigned(p.wmem_word_bits[f]), depth=max(2, len(chunk)), init=chunk,
+                                 attrs={"ram_style": "block"})
+                    m.submodules[f"wmem{f}_{b}"] = mem
+                    brp = mem.read_port()
+                    m.d.comb += brp.addr.eq(waddr[:_log2(bd)])
+                    out = Signal.like(brp.data, name=f"wbank{f}_{b}_q")
+                    m.d.sync += out.eq(brp.data)
+                    outs.append(out)
+                picked = Signal(p.wmem_word_bits[f], name=f"wmem{f}_word")
+                m.d.comb += picked.eq(Array(outs)[sel_rr])
+                wrps.append((_Word(picked), waddr))
             else:
                 mem = Memory(shape=unsigned(p.wmem_word_bits[f]), depth=max(2, len(words)), init=words)
                 m.submodules[f"wmem{f}"] = mem
                 rp = mem.read_port()
                 wrps.append((rp, rp.addr))
+        banked = [bool(p.weight_bank_depth(f)) for f in range(len(p.wmem))]
+        assert all(banked) or not any(banked), "weight formats banked alike: one weight pipeline"
+        banked = any(banked)
         crp = {}
         for k in ("mult", "bias", "rmult"):
             arr = p.consts[k] or [0]
@@ -580,12 +613,17 @@ class Accelerator(wiring.Component):
                 values[i][j] = v
         TWU = TU * (2 + SBU)
         wsel = [[Signal(TWU, name=f"w{o}_{i}") for i in range(PI)] for o in range(PO)]
+        # banked: the picked word is a clock later than a memory's, so is the format
+        wfmt = d.wfmt
+        if banked and len(p.wformats) > 1:
+            wfmt = Signal.like(d.wfmt, name="wfmt_r")
+            m.d.sync += wfmt.eq(d.wfmt)
         for f, ((T, MS), (rp, _)) in enumerate(zip(p.wformats, wrps)):
             sb = shift_bits(MS)
             tw = T * (2 + sb)
             # one format (the plan's PE format): the memory's word straight into w_r, no
             # gate in the path that limits the clock (block RAM output across the die)
-            with (m.If(d.wfmt == f) if len(p.wformats) > 1 else nullcontext()):
+            with (m.If(wfmt == f) if len(p.wformats) > 1 else nullcontext()):
                 for o in range(PO):
                     for i in range(PI):
                         word = rp.data[(o * PI + i) * tw:(o * PI + i + 1) * tw]
@@ -601,9 +639,10 @@ class Accelerator(wiring.Component):
         values_r = [[Signal(signed(VB), name=f"value_r{i}_{j}") for j in range(PX)] for i in range(PI)]
         wsel_r = [[Signal(TWU, name=f"w_r{o}_{i}") for i in range(PI)] for o in range(PO)]
         m.d.sync += [values_r[i][j].eq(values[i][j]) for i in range(PI) for j in range(PX)]
-        wsel_rr = [[Signal(TWU, name=f"w_rr{o}_{i}") for i in range(PI)] for o in range(PO)]
         m.d.sync += [wsel_r[o][i].eq(wsel[o][i]) for o in range(PO) for i in range(PI)]
-        m.d.sync += [wsel_rr[o][i].eq(wsel_r[o][i]) for o in range(PO) for i in range(PI)]
+        # the PEs' weights three clocks after the address: banked, the banks' flip-flops
+        # were the second
+        wsel_rr, = [wsel_r] if banked else [[stage(wsel_r[o], f"w_rr{o}") for o in range(PO)]]
         ps_r, ps_rr = Signal.like(ps), Signal.like(ps)
         m.d.sync += [ps_r.eq(ps1), ps_rr.eq(ps_r)]
         ps_rrr, = stage([ps_rr], "ps_rrr", deep)

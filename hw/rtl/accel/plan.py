@@ -225,6 +225,21 @@ class Plan:
     # name -> (its input, first output channel of the copy)
     folded: dict = field(default_factory=dict)
 
+    def weight_bank_depth(self, f: int) -> int:
+        """Words per bank of weight format f's memory, or 0 for one memory.
+
+        With the deep pipeline (the ECP5) and weights in ROM, the memory is split into
+        banks one block RAM deep (the ECP5 shape that holds the words in fewest blocks,
+        e.g. 512 x 36) and every bank's output goes into flip-flops before the bank pick:
+        left to yosys, the pick sat between a DP16KD's 5.8 ns clock-to-out and the route
+        across the die (session 5's critical path, 16.7 ns). Same block count."""
+        if not self.deep_pipeline or self.weights_loaded:
+            return 0
+        width, depth = self.wmem_word_bits[f], len(self.wmem[f])
+        _, configs = DEVICES["ecp5-85f"]["ebr"]
+        best = min(configs, key=lambda c: (memory_blocks(width, depth, [c]), -c[1]))
+        return best[1] if depth > best[1] else 0
+
     @property
     def loaded_words(self):
         return self.wmem[0]
