@@ -182,6 +182,21 @@ def test_memory_blocks():
     assert memory_blocks(8, 512, [(16, 256), (8, 512)]) == 1
 
 
+def test_weight_banks_one_block_ram_deep():
+    """ECP5 plans split the weight ROM into banks of the block-RAM shape that holds it in
+    fewest blocks (each bank's word registered before the pick): as many blocks as the
+    budget counts for the whole memory, and none for the iCE40's loaded weights."""
+    ir = _export("resnet20")
+    p = make_plan(ir, po=12, pi=4, px=8)
+    assert p.wmem_word_bits[0] == 384 and len(p.wmem[0]) > 512
+    assert p.weight_bank_depth(0) == 512
+    banks = -(-len(p.wmem[0]) // 512)
+    ecp5 = [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]
+    assert banks * memory_blocks(384, 512, ecp5) == memory_blocks(384, len(p.wmem[0]), ecp5)
+    assert make_plan(ir, po=12, pi=4, px=8, deep_pipeline=False).weight_bank_depth(0) == 0
+    assert make_plan(ir, po=12, pi=4, px=8, weights_loaded=True).weight_bank_depth(0) == 0
+
+
 def test_raw_integer_tensors_are_refused():
     ir, _ = random_ir(0)  # has an option-B style conv with requant null
     with pytest.raises(PlanError, match="raw integers"):
