@@ -316,14 +316,14 @@ class Accelerator(wiring.Component):
                              rp.en.eq(~self.wl_en)]
                 wrps.append((rp, waddr))
             elif p.weight_bank_depth(f):
-                # banks one block RAM deep, each bank's word into flip-flops before the
-                # bank pick (Plan.weight_bank_depth): `rp` is a stand-in whose data is the
-                # picked word, one clock later than a memory's
+                # banks one block RAM deep (Plan.weight_bank_depth), the address a clock
+                # early. Each bank's word goes into its own flip-flops, zeroed unless the
+                # bank is the one addressed (`hit`, registered beside the bank: no select
+                # crosses the die), then the words are OR-ed into flip-flops (`rp` is a
+                # stand-in whose data is that register, as late as a memory's would be
+                # after the usual address)
                 bd = p.weight_bank_depth(f)
                 waddr = Signal(range(max(2, len(words))), name=f"wmem{f}_addr")
-                sel = waddr >> _log2(bd)
-                sel_r, sel_rr = Signal.like(sel, name=f"wbank{f}_r"), Signal.like(sel, name=f"wbank{f}_rr")
-                m.d.sync += [sel_r.eq(sel), sel_rr.eq(sel_r)]
                 outs = []
                 for b in range(-(-len(words) // bd)):
                     chunk = words[b * bd:(b + 1) * bd]
@@ -332,11 +332,16 @@ class Accelerator(wiring.Component):
                     m.submodules[f"wmem{f}_{b}"] = mem
                     brp = mem.read_port()
                     m.d.comb += brp.addr.eq(waddr[:_log2(bd)])
+                    hit = Signal(name=f"wbank{f}_{b}_hit")
+                    m.d.sync += hit.eq((waddr >> _log2(bd)) == b)
                     out = Signal.like(brp.data, name=f"wbank{f}_{b}_q")
-                    m.d.sync += out.eq(brp.data)
+                    m.d.sync += out.eq(Mux(hit, brp.data, 0))
                     outs.append(out)
                 picked = Signal(p.wmem_word_bits[f], name=f"wmem{f}_word")
-                m.d.comb += picked.eq(Array(outs)[sel_rr])
+                word_or = outs[0]
+                for out in outs[1:]:
+                    word_or = word_or | out
+                m.d.sync += picked.eq(word_or)
                 wrps.append((_Word(picked), waddr))
             else:
                 mem = Memory(shape=unsigned(p.wmem_word_bits[f]), depth=max(2, len(words)), init=words)
@@ -524,7 +529,9 @@ class Accelerator(wiring.Component):
             if p.weights_loaded:
                 m.d.comb += addr.eq(Mux(self.wl_en, self.wl_addr, wrow_rrr))
             else:
-                m.d.comb += addr.eq(wrow_rrr)
+                # banked: the banks' and the pick's flip-flops take the clock the
+                # others' w_rr takes, so the address goes a clock early
+                m.d.comb += addr.eq(wrow_rr if banked else wrow_rrr)
         fire00, first00 = Signal(), Signal()
         m.d.sync += [fire00.eq(fire0), first00.eq(first0), last00.eq(last0)]
         ok00 = [Signal(name=f"ok00_{j}") for j in range(PX)]
@@ -613,7 +620,7 @@ class Accelerator(wiring.Component):
                 values[i][j] = v
         TWU = TU * (2 + SBU)
         wsel = [[Signal(TWU, name=f"w{o}_{i}") for i in range(PI)] for o in range(PO)]
-        # banked: the picked word is a clock later than a memory's, so is the format
+        # banked: the picked word is a clock after a memory's data, so is the format
         wfmt = d.wfmt
         if banked and len(p.wformats) > 1:
             wfmt = Signal.like(d.wfmt, name="wfmt_r")
@@ -640,8 +647,8 @@ class Accelerator(wiring.Component):
         wsel_r = [[Signal(TWU, name=f"w_r{o}_{i}") for i in range(PI)] for o in range(PO)]
         m.d.sync += [values_r[i][j].eq(values[i][j]) for i in range(PI) for j in range(PX)]
         m.d.sync += [wsel_r[o][i].eq(wsel[o][i]) for o in range(PO) for i in range(PI)]
-        # the PEs' weights three clocks after the address: banked, the banks' flip-flops
-        # were the second
+        # the PEs' weights four clocks after wrow_rr: memory, w_r, w_rr; banked (address
+        # from wrow_rr itself), memory, bank flip-flops, pick, w_r
         wsel_rr, = [wsel_r] if banked else [[stage(wsel_r[o], f"w_rr{o}") for o in range(PO)]]
         ps_r, ps_rr = Signal.like(ps), Signal.like(ps)
         m.d.sync += [ps_r.eq(ps1), ps_rr.eq(ps_r)]
