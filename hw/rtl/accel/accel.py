@@ -348,9 +348,7 @@ class Accelerator(wiring.Component):
                 m.submodules[f"wmem{f}"] = mem
                 rp = mem.read_port()
                 wrps.append((rp, rp.addr))
-        banked = [bool(p.weight_bank_depth(f)) for f in range(len(p.wmem))]
-        assert all(banked) or not any(banked), "weight formats banked alike: one weight pipeline"
-        banked = any(banked)
+        banked = any(p.weight_bank_depth(f) for f in range(len(p.wmem)))
         crp = {}
         for k in ("mult", "bias", "rmult"):
             arr = p.consts[k] or [0]
@@ -620,17 +618,15 @@ class Accelerator(wiring.Component):
                 values[i][j] = v
         TWU = TU * (2 + SBU)
         wsel = [[Signal(TWU, name=f"w{o}_{i}") for i in range(PI)] for o in range(PO)]
-        # banked: the picked word is a clock after a memory's data, so is the format
-        wfmt = d.wfmt
-        if banked and len(p.wformats) > 1:
-            wfmt = Signal.like(d.wfmt, name="wfmt_r")
-            m.d.sync += wfmt.eq(d.wfmt)
+        # banked, the picked word is a clock after a memory's data: a format gate would
+        # need d.wfmt delayed with it (make_plan makes one format)
+        assert not (banked and len(p.wformats) > 1), "banked weights with several formats"
         for f, ((T, MS), (rp, _)) in enumerate(zip(p.wformats, wrps)):
             sb = shift_bits(MS)
             tw = T * (2 + sb)
             # one format (the plan's PE format): the memory's word straight into w_r, no
             # gate in the path that limits the clock (block RAM output across the die)
-            with (m.If(wfmt == f) if len(p.wformats) > 1 else nullcontext()):
+            with (m.If(d.wfmt == f) if len(p.wformats) > 1 else nullcontext()):
                 for o in range(PO):
                     for i in range(PI):
                         word = rp.data[(o * PI + i) * tw:(o * PI + i + 1) * tw]
