@@ -6,8 +6,9 @@ MAC bound MACs / PEs and the PE utilisation; and, where a bitstream was built
 yosys / nextpnr itself), LUT / FF / RAM / DSP use, Fmax, the yosys / nextpnr wall
 times, and images/s at Fmax and at the clock the bitstream runs at (= clock / cycles;
 the UART's transfer time excluded): the ULX3S's PLL output (design.json `clock_hz`),
-else the board's oscillator. A bitstream whose plan estimated other cycles than today's
-(design.json `cycles_estimate`) is of an earlier RTL: `synth_stale`, no images/s."""
+else the board's oscillator. A bitstream of other accelerator RTL (design.json
+`rtl_sha256`, the Verilog's hash, against the one simulated here; for bitstreams built
+before that field, `cycles_estimate` against today's plan) is `synth_stale`: no images/s."""
 from __future__ import annotations
 
 import json
@@ -50,14 +51,17 @@ def synth_result(model, board, root=ROOT):
         out["built_pe_array"] = [design.get("PO"), design.get("PI", 1), design.get("PX")]
         if design.get("cycles_estimate") is not None:
             out["built_cycles_estimate"] = design["cycles_estimate"]
+        if design.get("rtl_sha256"):
+            out["built_rtl_sha256"] = design["rtl_sha256"]
         if design.get("clock_hz"):          # the PLL's output where the top has one
             out["clock_mhz"] = round(design["clock_hz"] / 1e6, 4)
             out["pll"] = bool(design.get("pll"))
     return out
 
 
-def figures(plan, cycles, synth=None) -> dict:
-    """The derived figures of one configuration: MAC bound, utilisation, images/s."""
+def figures(plan, cycles, synth=None, rtl=None) -> dict:
+    """The derived figures of one configuration: MAC bound, utilisation, images/s.
+    `rtl`: the sha256 of the accelerator Verilog the cycles were measured on."""
     r = {"PO": plan.PO, "PI": plan.PI, "PX": plan.PX, "pes": plan.pes, "weights_loaded": bool(plan.weights_loaded),
          "macs": plan.macs, "mac_bound_cycles": -(-plan.macs // plan.pes), "cycles": cycles}
     if isinstance(cycles, int) and cycles > 0:
@@ -68,6 +72,9 @@ def figures(plan, cycles, synth=None) -> dict:
         est = sum(plan.cycle_estimate().values())
         if built is not None and built != [plan.PO, plan.PI, plan.PX]:
             r["synth_stale"] = f"bitstream built for PO x PI x PX = {built}, not this plan"
+        elif rtl and synth.get("built_rtl_sha256") not in (None, rtl):
+            r["synth_stale"] = (f"bitstream built from other accelerator RTL (Verilog sha256 "
+                                f"{synth['built_rtl_sha256'][:12]}, this one {rtl[:12]}): rebuild it")
         elif synth.get("built_cycles_estimate") not in (None, est):
             # the schedule model moved since the build: the bitstream is of an earlier RTL,
             # whose Fmax says nothing about this one's
@@ -97,7 +104,9 @@ def measure(model, board, sim="verilator"):
         x = z["node:input"][:1]
     rep = check_accel(ir, x, sim, plan=plan, layers=False)
     cycles = rep.get("cycles")
-    r = figures(plan, cycles if isinstance(cycles, int) else None, synth_result(model, board))
+    r = figures(plan, cycles if isinstance(cycles, int) else None, synth_result(model, board),
+                rtl=rep.get("rtl_sha256"))
+    r["rtl_sha256"] = rep.get("rtl_sha256")
     r["plan_kwargs"] = {k: v for k, v in kw.items()}
     r["bit_exact"] = bool(rep.get("passed"))
     if not isinstance(cycles, int):

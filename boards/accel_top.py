@@ -334,11 +334,13 @@ def build_bitstream(build_dir, board, *, seed=1, po=None, pi=None, px=None, cloc
     for stale in ("weights.bin", "design.json"):
         (out / stale).unlink(missing_ok=True)
     util = synthesize(top, board, out, seed=seed, tools=tools)
+    from hw.rtl.accel.accel import accel_verilog, rtl_sha256
     design = dict(model=p.name, board=board.name, PO=p.PO, PI=p.PI, PX=p.PX, pes=p.pes,
                   clock_hz=clock_hz, pll=bool(top.pll_hz),
                   weights_loaded=bool(p.weights_loaded), design_id=f"{net.info.design_id:#010x}",
                   plan_kwargs=net.plan_kwargs, macs=p.macs, cycles_estimate=sum(p.cycle_estimate().values()),
-                  budget=budget, bitstream=util["bitstream"], baud=115200, protocol=1, seed=seed)
+                  budget=budget, bitstream=util["bitstream"], baud=115200, protocol=1, seed=seed,
+                  rtl_sha256=rtl_sha256(accel_verilog(p)))
     if net.uses_loader:
         design.update(write_weight_image(net, out, bitstream_bytes=util.get("bitstream_bytes")))
     (out / "design.json").write_text(json.dumps(design, indent=2, default=int) + "\n")

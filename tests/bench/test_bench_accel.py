@@ -86,6 +86,19 @@ def test_figures_flag_a_bitstream_of_an_earlier_rtl(tmp_path):
     assert "synth_stale" not in r and r["images_per_s_at_board_clock"] == 6250.0
 
 
+def test_figures_flag_a_bitstream_of_other_rtl(tmp_path):
+    """design.json's rtl_sha256 names the accelerator Verilog the bitstream was built
+    from: another hash than the simulated one is stale even with the same cycles."""
+    d = _util(tmp_path)
+    (d / "design.json").write_text(json.dumps({"PO": 12, "PI": 4, "PX": 8, "cycles_estimate": 4000,
+                                               "rtl_sha256": "ab" * 32}))
+    synth = ba.synth_result("digitnet", "ulx3s-85f", root=tmp_path)
+    r = ba.figures(_Plan(), 4000, synth, rtl="cd" * 32)
+    assert "other accelerator RTL" in r["synth_stale"] and "images_per_s_at_board_clock" not in r
+    r = ba.figures(_Plan(), 4000, synth, rtl="ab" * 32)
+    assert "synth_stale" not in r and r["images_per_s_at_board_clock"] == 6250.0
+
+
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
 def test_measure_uses_the_boards_plan(board, monkeypatch):
     if not (REPO / "build" / "digitnet" / "model.json").exists():

@@ -145,4 +145,7 @@ def test_accel_ulx3s_has_no_weight_image(run_cli, tmp_path, monkeypatch):
     assert not top.net.uses_loader and (top.net.plan.PO, top.net.plan.PI, top.net.plan.PX) == (8, 4, 8)
     design = json.loads((o / "design.json").read_text())
     assert design["PO"] == 8 and not design["weights_loaded"] and "weight_image" not in design
+    # the RTL's identity: the hash of the Verilog the simulators run for this plan
+    from hw.rtl.accel.accel import accel_verilog, rtl_sha256
+    assert design["rtl_sha256"] == rtl_sha256(accel_verilog(top.net.plan))
     assert not (o / "weights.bin").exists()

@@ -1070,3 +1070,18 @@ class Accelerator(wiring.Component):
                 m.d.comb += [wr_data[j].eq(r2_code[j]) for j in range(PX)]
                 m.d.comb += [wr_valid[j].eq(r2_pv[j]) for j in range(PX)]
         return m
+
+
+def accel_verilog(plan: Plan) -> str:
+    """The accelerator's Verilog (top module `accel`): what the simulators run; its hash
+    (`rtl_sha256`) names the RTL a bitstream was built from (design.json), so the bench
+    can tell a bitstream of other RTL even when the cycles did not move."""
+    from amaranth.back import verilog
+
+    return verilog.convert(Accelerator(plan), name="accel", emit_src=False)
+
+
+def rtl_sha256(verilog_text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(verilog_text.encode()).hexdigest()

@@ -16,7 +16,7 @@ import numpy as np
 
 from hw.golden import run as golden_run
 
-from .accel import Accelerator, dbg_latency
+from .accel import accel_verilog, dbg_latency, rtl_sha256
 from .plan import make_plan
 
 
@@ -74,15 +74,16 @@ def _stored_order(plan, name, t) -> list[int]:
 
 def check_accel(ir, x, sim, *, po=4, pi=1, px=1, layers=True, words=None, plan=None, tag=None,
                 weights_loaded=False, deep_pipeline=True) -> dict:
-    from sim.runner import emit_verilog, run_test
+    from sim.runner import run_test
 
     plan = plan or make_plan(ir, po=po, pi=pi, px=px, words=words, weights_loaded=weights_loaded,
                              deep_pipeline=deep_pipeline)
-    text = emit_verilog(Accelerator(plan), "accel")
+    text = accel_verilog(plan)
     case = accel_case(ir, plan, np.asarray(x), layers=layers)
     rep = run_test(text, "accel", "sim.test_accel", sim, case,
                    tag=tag or f"{ir.graph['name']}-po{plan.PO}-pi{plan.PI}-px{plan.PX}{'-wl' if plan.weights_loaded else ''}{'' if plan.deep_pipeline else '-shallow'}")
-    rep.update(PO=plan.PO, PI=plan.PI, PX=plan.PX, macs=plan.macs, pes=plan.pes, mac_bound=plan.macs / plan.pes)
+    rep.update(PO=plan.PO, PI=plan.PI, PX=plan.PX, macs=plan.macs, pes=plan.pes, mac_bound=plan.macs / plan.pes,
+               rtl_sha256=rtl_sha256(text))
     cyc = [r["cycles"] for r in rep.get("results", [])]
     if cyc:
         rep["cycles"] = cyc[0] if len(set(cyc)) == 1 else cyc
