@@ -645,7 +645,7 @@ class Accelerator(wiring.Component):
         m.d.sync += [wsel_r[o][i].eq(wsel[o][i]) for o in range(PO) for i in range(PI)]
         # the PEs' weights four clocks after wrow_rr: memory, w_r, w_rr; banked (address
         # from wrow_rr itself), memory, bank flip-flops, pick, w_r
-        wsel_rr, = [wsel_r] if banked else [[stage(wsel_r[o], f"w_rr{o}") for o in range(PO)]]
+        wsel_rr = wsel_r if banked else [stage(wsel_r[o], f"w_rr{o}") for o in range(PO)]
         ps_r, ps_rr = Signal.like(ps), Signal.like(ps)
         m.d.sync += [ps_r.eq(ps1), ps_rr.eq(ps_r)]
         ps_rrr, = stage([ps_rr], "ps_rrr", deep)
