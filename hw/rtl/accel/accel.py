@@ -301,7 +301,8 @@ class Accelerator(wiring.Component):
         aux_mem = _BankedMemory(m, "aux", NB, PX, p.bank_depth, A, out_reg=deep)  # residual, misc, debug
 
         wrps = []
-        for f, words in enumerate(p.wmem):
+        bank_depths = [p.weight_bank_depth(f) for f in range(len(p.wmem))]
+        for f, (words, bd) in enumerate(zip(p.wmem, bank_depths)):
             if p.weights_loaded:
                 # written at boot through wl_*: no initial contents, one address for the write
                 # and the read port (what yosys maps to iCE40 SPRAM, see hw/synth.py)
@@ -315,14 +316,13 @@ class Accelerator(wiring.Component):
                 m.d.comb += [wp.addr.eq(waddr), rp.addr.eq(waddr), wp.en.eq(self.wl_en), wp.data.eq(self.wl_data),
                              rp.en.eq(~self.wl_en)]
                 wrps.append((rp, waddr))
-            elif p.weight_bank_depth(f):
+            elif bd:
                 # banks one block RAM deep (Plan.weight_bank_depth), the address a clock
                 # early. Each bank's word goes into its own flip-flops, zeroed unless the
                 # bank is the one addressed (`hit`, registered beside the bank: no select
                 # crosses the die), then the words are OR-ed into flip-flops (`rp` is a
                 # stand-in whose data is that register, as late as a memory's would be
                 # after the usual address)
-                bd = p.weight_bank_depth(f)
                 waddr = Signal(range(max(2, len(words))), name=f"wmem{f}_addr")
                 outs = []
                 for b in range(-(-len(words) // bd)):
@@ -348,7 +348,7 @@ class Accelerator(wiring.Component):
                 m.submodules[f"wmem{f}"] = mem
                 rp = mem.read_port()
                 wrps.append((rp, rp.addr))
-        banked = any(p.weight_bank_depth(f) for f in range(len(p.wmem)))
+        banked = any(bank_depths)
         crp = {}
         for k in ("mult", "bias", "rmult"):
             arr = p.consts[k] or [0]
